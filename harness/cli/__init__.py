@@ -1,0 +1,44 @@
+"""The ``lab`` command: the same functions the pytest plugin uses, for people at a shell."""
+
+from __future__ import annotations
+
+import click
+
+from harness.cli.run import run
+
+EPILOG = """\b
+Examples:
+  lab run                         every scenario against the embedded lab
+  lab run --lab-inventory inv.yaml --lab-target iis-build-42
+  lab certs iis ftp.example.net --pfx legacy
+  lab serve ftps                  an FTPS server for FileZilla, until Ctrl-C
+  lab probe mail.example.net      is port 25 blocked from here?
+"""
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ftps-lab")
+def main() -> None:
+    """Prove FTPS servers and mail submission (OP25B) from the command line."""
+
+
+main.add_command(run)
+
+try:  # each verb lives in its own module
+    from harness.cli.certs import certs
+
+    main.add_command(certs)
+except ImportError:  # pragma: no cover - during development only
+    pass
+try:
+    from harness.cli.probe import probe
+
+    main.add_command(probe)
+except ImportError:  # pragma: no cover
+    pass
+try:
+    from harness.cli.serve import serve
+
+    main.add_command(serve)
+except ImportError:  # pragma: no cover
+    pass
