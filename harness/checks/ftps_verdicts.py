@@ -1,0 +1,857 @@
+"""Pure judging for the FTPS checks: parsed replies and transfer records in, a verdict out.
+
+Kept free of sockets so every rule (which vendor codes pass, what is only a note, which
+server setting to change) is unit-tested with reply fixtures. The check functions in
+:mod:`harness.checks.ftps` drive :class:`~harness.protocols.ftps_client.FTPSClient`,
+then hand what they saw to these functions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.protocols.ftp import Features, Reply
+from harness.protocols.ftps_client import Passive, Transfer
+from harness.results import CheckResult, Status
+
+BANNER = "banner"
+FEAT_AUTH_TLS = "feat-auth-tls"
+AUTH_TLS = "auth-tls"
+CERT_TRUST = "certificate-trust"
+CERT_LINT = "certificate-lint"
+LEGACY_TLS = "legacy-tls-refused"
+PBSZ_BEFORE_AUTH = "pbsz-before-auth-refused"
+PBSZ_PROT = "pbsz-prot-p"
+LOGIN = "login"
+PLAINTEXT_LOGIN = "plaintext-login-refused"
+PROT_C = "prot-c-refused"
+PASV_ADDRESS = "pasv-address"
+EPSV = "epsv"
+SESSION_REUSE = "data-session-reuse"
+TRANSFERS = "transfers"
+QUIT = "quit"
+
+# What each server answers when policy forbids the step (for notes and docs).
+PLAINTEXT_LOGIN_REFUSALS = {
+    534: "IIS (Require SSL)",
+    530: "vsftpd (force_local_logins_ssl)",
+    421: "pure-ftpd (--tls=2/3)",
+    550: "pyftpdlib / ProFTPD (TLSRequired)",
+}
+PROT_C_REFUSALS = {534, 536, 504}
+DATA_REFUSALS = {534, 522, 521, 550, 425}
+
+# -- advice, per server product ------------------------------------------------------------
+
+ADVICE_ENABLE_TLS = (
+    "Enable explicit FTPS: IIS: bind a certificate in the site's FTP SSL Settings; vsftpd: "
+    "ssl_enable=YES with rsa_cert_file; ProFTPD: mod_tls with TLSEngine on; pure-ftpd: "
+    "--tls=1 (or 2/3) with /etc/ssl/private/pure-ftpd.pem."
+)
+ADVICE_TLS_VERSIONS = (
+    "Offer TLS 1.2/1.3 with modern ciphers: IIS: enable TLS 1.2 in SCHANNEL (IIS Crypto); "
+    "vsftpd: ssl_tlsv1_2=YES and ssl_ciphers=HIGH; ProFTPD: TLSProtocol TLSv1.2 TLSv1.3; "
+    "pure-ftpd: TLSCipherSuite / OpenSSL MinProtocol."
+)
+ADVICE_LEGACY = (
+    "Disable TLS 1.0/1.1: IIS: SCHANNEL\\Protocols\\TLS 1.0 and TLS 1.1\\Server Enabled=0 "
+    "(or IIS Crypto) and reboot; vsftpd: ssl_tlsv1=NO, ssl_tlsv1_1=NO, ssl_sslv3=NO; ProFTPD: "
+    "TLSProtocol TLSv1.2 TLSv1.3; pure-ftpd: MinProtocol = TLSv1.2 in openssl.cnf."
+)
+ADVICE_REQUIRE_CONTROL = (
+    "Refuse logins without TLS: IIS: FTP SSL Settings > 'Require SSL connections' (or "
+    "Advanced > Control Channel: Require); vsftpd: force_local_logins_ssl=YES; ProFTPD: "
+    "TLSRequired on (or ctrl); pure-ftpd: --tls=2 (or 3)."
+)
+ADVICE_ALLOW_CONTROL = (
+    "The target is expected to ALLOW plaintext login but the server refuses it: IIS: "
+    "'Allow SSL connections'; vsftpd: force_local_logins_ssl=NO; ProFTPD: TLSRequired off; "
+    "pure-ftpd: --tls=1. Or set the target's policy to 'require'."
+)
+ADVICE_REQUIRE_DATA = (
+    "Refuse unprotected data connections: IIS: FTP SSL Settings > 'Require SSL connections' "
+    "(or Advanced > Data Channel: Require); vsftpd: force_local_data_ssl=YES; ProFTPD: "
+    "TLSRequired on (or data); pure-ftpd: --tls=3."
+)
+ADVICE_ALLOW_DATA = (
+    "The target is expected to ALLOW PROT C but the server refuses it: IIS: Advanced SSL "
+    "Policy > Data Channel: Allow; vsftpd: force_local_data_ssl=NO; ProFTPD: TLSRequired "
+    "ctrl; pure-ftpd: --tls=1 or 2. Or set the target's policy to 'require'."
+)
+ADVICE_PASV_ADDRESS = (
+    "Set the external address the server announces in PASV: IIS: FTP Firewall Support > "
+    "'External IP Address of Firewall'; vsftpd: pasv_address=<public IP> (and "
+    "pasv_addr_resolve=NO); ProFTPD: MasqueradeAddress <public IP>; pure-ftpd: -P <public IP> "
+    "(ForcePassiveIP). Or correct the target's passive_address."
+)
+ADVICE_PASV_PORTS = (
+    "Restrict and forward the passive port range: IIS: FTP Firewall Support > 'Data Channel "
+    "Port Range' (server level); vsftpd: pasv_min_port/pasv_max_port; ProFTPD: PassivePorts; "
+    "pure-ftpd: -p <low>:<high>. Open the same range on every firewall and NAT in between."
+)
+ADVICE_PASV_REACH = (
+    "The control port answers but the passive data port does not: open and forward the "
+    "passive range on the firewall/NAT. " + ADVICE_PASV_PORTS
+)
+ADVICE_EPSV = (
+    "Enable EPSV (RFC 2428): it is on by default in IIS, vsftpd, ProFTPD and pure-ftpd; a "
+    "firewall or NAT 'FTP helper' rewriting the control channel may break it (it cannot "
+    "read TLS). Turn the helper off and forward the passive range."
+)
+ADVICE_REUSE_SUPPORT = (
+    "Let data connections resume the control session: keep the TLS session cache and "
+    "tickets enabled (ProFTPD: TLSSessionCache; vsftpd and IIS do by default); check that "
+    "no proxy or load balancer terminates the data connection separately."
+)
+ADVICE_REUSE_REQUIRE = (
+    "Require session reuse so a third party cannot hijack the data connection: vsftpd: "
+    "require_ssl_reuse=YES; ProFTPD: remove 'TLSOptions NoSessionReuseRequired'; FileZilla "
+    "Server: 'Require TLS session resumption on data connection'. IIS cannot enforce it."
+)
+ADVICE_LOGIN = (
+    "Check the account: IIS: FTP Authentication (Basic enabled) and FTP Authorization Rules "
+    "for the user, plus NTFS rights on the folder; vsftpd: local_enable=YES and "
+    "userlist/chroot settings; ProFTPD: <Limit LOGIN> and AuthOrder; pure-ftpd: pure-pw "
+    "useradd + pure-pw mkdb."
+)
+ADVICE_PBSZ = (
+    "The server must answer PBSZ 0 and PROT P with 200 after AUTH TLS (RFC 4217): IIS, "
+    "vsftpd (ssl_enable=YES), ProFTPD (mod_tls) and pure-ftpd (--tls) all do once TLS is on."
+)
+ADVICE_PBSZ_BEFORE_AUTH = (
+    "PBSZ is only meaningful after AUTH (RFC 2228 sec. 3): the server should answer 503. "
+    "Update the server software; accepting it suggests sloppy command sequencing."
+)
+ADVICE_TRANSFER = (
+    "The server changed or lost bytes. The check uses binary mode (TYPE I): look for "
+    "storage filters, antivirus on upload folders, quotas or a full disk, and proxies "
+    "inspecting FTP."
+)
+ADVICE_QUIT = "The server should answer QUIT with 221 and close the connection (RFC 959)."
+ADVICE_TRUST = {
+    "expired": "Renew the certificate and bind the new one (IIS: FTP SSL Settings > SSL "
+    "Certificate; vsftpd: rsa_cert_file; ProFTPD: TLSRSACertificateFile; pure-ftpd: "
+    "/etc/ssl/private/pure-ftpd.pem).",
+    "not-yet-valid": "The certificate starts in the future: check the server and client "
+    "clocks, or re-issue it.",
+    "hostname": "Issue the certificate for the host name clients connect to (in its SAN), "
+    "or set the target's server_name to a name it carries.",
+    "unknown-ca": "Give the target the issuing CA as ca_file (the lab CA, your enterprise "
+    "CA), pin the certificate's SHA-256, or install a publicly trusted certificate. A "
+    "server must also send its intermediate certificates.",
+    "self-signed": "Self-signed (IIS 'Create Self-Signed Certificate'): trust it by pin "
+    "(its SHA-256 fingerprint) or use its PEM as ca_file.",
+    "pin": "The certificate changed since the pin was taken: confirm the new one out of "
+    "band, then update the pin (sha256 fingerprint).",
+    "other": "Fix the certificate chain the server sends, or the target's trust settings.",
+}
+
+
+def wire(*replies: Reply | None) -> list[str]:
+    """Reply lines as the server wrote them, for ``CheckResult.replies``."""
+    lines: list[str] = []
+    for reply in replies:
+        if reply is not None:
+            lines.extend(reply.wire_lines)
+    return lines
+
+
+def _result(check: str, status: Status, summary: str, **fields: Any) -> CheckResult:
+    return CheckResult(check=check, status=status, summary=summary, **fields)
+
+
+def brief(reply: Reply | None) -> str:
+    if reply is None:
+        return "no reply"
+    return reply.first
+
+
+# -- banner, FEAT, AUTH TLS ----------------------------------------------------------------
+
+
+def judge_banner(reply: Reply | None, error: str | None = None) -> CheckResult:
+    expected = "a 220 banner"
+    if reply is None:
+        return _result(BANNER, Status.FAIL, error or "no banner",
+                       expected=expected, observed=error or "nothing",
+                       advice="Check that the FTP service runs and that nothing between "
+                       "(firewall, load balancer) swallows the connection.")
+    if reply.code == 220:
+        return _result(BANNER, Status.PASS, f"banner: {brief(reply)}",
+                       expected=expected, observed=brief(reply), replies=wire(reply))
+    advice = {
+        120: "The server is starting up (120); retry later.",
+        421: "421: the server refuses service (too many connections, host not allowed, "
+        "shutting down); check connection limits and IP restrictions.",
+    }.get(reply.code, "The server greeted with an unexpected code.")
+    return _result(BANNER, Status.FAIL, f"banner was {reply.code}, not 220",
+                   expected=expected, observed=brief(reply), replies=wire(reply), advice=advice)
+
+
+def judge_feat_auth_tls(reply: Reply, features: Features) -> CheckResult:
+    expected = "FEAT (211) lists AUTH TLS"
+    evidence = {"features": list(features.lines), "auth": list(features.auth_mechanisms)}
+    if reply.code != 211:
+        return _result(FEAT_AUTH_TLS, Status.FAIL, f"FEAT answered {reply.code}, not 211",
+                       expected=expected, observed=brief(reply), replies=wire(reply),
+                       evidence=evidence,
+                       advice="Clients discover FTPS through FEAT (RFC 2389). " + ADVICE_ENABLE_TLS)
+    if features.auth_tls:
+        mechanisms = ";".join(features.auth_mechanisms)
+        return _result(FEAT_AUTH_TLS, Status.PASS, f"FEAT lists AUTH {mechanisms}",
+                       expected=expected, observed=f"AUTH {mechanisms}", replies=wire(reply),
+                       evidence=evidence)
+    listed = ", ".join(features.names) or "nothing"
+    return _result(FEAT_AUTH_TLS, Status.FAIL, "FEAT does not list AUTH TLS",
+                   expected=expected, observed=f"features: {listed}", replies=wire(reply),
+                   evidence=evidence, advice=ADVICE_ENABLE_TLS)
+
+
+def judge_auth_tls(
+    reply: Reply | None, tls: dict[str, Any] | None, error: str | None, *, implicit: bool
+) -> CheckResult:
+    """AUTH TLS answered 234 and the handshake completed (or the implicit handshake did)."""
+    expected = "TLS handshake on connect" if implicit else "AUTH TLS -> 234, then a TLS handshake"
+    evidence = {"mode": "implicit" if implicit else "explicit", **(tls or {})}
+    if not implicit and reply is not None and reply.code != 234:
+        return _result(AUTH_TLS, Status.FAIL, f"AUTH TLS answered {reply.code}, not 234",
+                       expected=expected, observed=brief(reply), replies=wire(reply),
+                       evidence=evidence, advice=ADVICE_ENABLE_TLS)
+    if error is not None or tls is None:
+        return _result(AUTH_TLS, Status.FAIL, f"TLS handshake failed: {error}",
+                       expected=expected, observed=str(error), replies=wire(reply),
+                       evidence=evidence, advice=ADVICE_TLS_VERSIONS)
+    summary = f"{tls.get('tls_version')} {tls.get('cipher')}"
+    return _result(AUTH_TLS, Status.PASS, f"TLS established: {summary}",
+                   expected=expected, observed=summary, replies=wire(reply), evidence=evidence)
+
+
+# -- certificates --------------------------------------------------------------------------
+
+# OpenSSL X509_V_ERR_* codes a client sees for the faults the lab can build.
+_VERIFY_KINDS = {
+    9: "not-yet-valid",
+    10: "expired",
+    18: "self-signed",
+    19: "unknown-ca",
+    2: "unknown-ca",
+    20: "unknown-ca",
+    21: "unknown-ca",
+    62: "hostname",
+    64: "hostname",
+}
+_KIND_LABELS = {
+    "expired": "certificate expired",
+    "not-yet-valid": "certificate not yet valid",
+    "hostname": "wrong host name",
+    "unknown-ca": "unknown CA",
+    "self-signed": "self-signed certificate not trusted",
+    "pin": "pin mismatch",
+    "other": "verification failed",
+}
+
+
+def classify_verify_error(code: int | None, message: str) -> str:
+    """The fault behind a certificate verification error (``expired``, ``hostname``...)."""
+    if code in _VERIFY_KINDS:
+        return _VERIFY_KINDS[code]
+    text = message.lower()
+    for needle, kind in (
+        ("expired", "expired"),
+        ("not yet valid", "not-yet-valid"),
+        ("hostname", "hostname"),
+        ("ip address mismatch", "hostname"),
+        ("self-signed certificate in", "unknown-ca"),
+        ("self signed certificate in", "unknown-ca"),
+        ("self-signed", "self-signed"),
+        ("self signed", "self-signed"),
+        ("issuer", "unknown-ca"),
+    ):
+        if needle in text:
+            return kind
+    return "other"
+
+
+def judge_certificate_trust(mode: str, kind: str | None, detail: str = "") -> CheckResult:
+    """``kind`` is None when the handshake verified, else a :func:`classify_verify_error` kind
+    or ``pin``. Trust mode ``insecure`` passes but says plainly that nothing was verified."""
+    evidence: dict[str, Any] = {"trust": mode, "verified": mode != "insecure" and kind is None}
+    if mode == "insecure":
+        return _result(CERT_TRUST, Status.PASS,
+                       "certificate trust NOT verified (insecure): the target is configured "
+                       "to accept any certificate",
+                       expected="trust per target (insecure: none)",
+                       observed="not verified (insecure)", evidence=evidence,
+                       advice="Configure a ca_file or a SHA-256 pin to have trust verified.")
+    expected = {"ca": "chain to the CA file and host name match",
+                "pin": "leaf SHA-256 equals the pin",
+                "system": "chain to the system trust store and host name match"}.get(mode, mode)
+    if kind is None:
+        return _result(CERT_TRUST, Status.PASS, f"certificate trusted ({mode})",
+                       expected=expected, observed="verified", evidence=evidence)
+    evidence["failure"] = kind
+    label = _KIND_LABELS.get(kind, kind)
+    summary = f"certificate not trusted: {label}" + (f": {detail}" if detail else "")
+    return _result(CERT_TRUST, Status.FAIL, summary,
+                   expected=expected, observed=detail or label, evidence=evidence,
+                   advice=ADVICE_TRUST.get(kind, ADVICE_TRUST["other"]))
+
+
+def finding_dict(finding: Any) -> dict[str, Any]:
+    if isinstance(finding, dict):
+        return dict(finding)
+    return dict(finding.to_dict())
+
+
+def judge_certificate_lint(findings: Sequence[Any], facts: dict[str, Any]) -> CheckResult:
+    """Errors fail; warnings (expiring soon...) and notes (self-signed) are evidence."""
+    found = [finding_dict(finding) for finding in findings]
+    errors = [f for f in found if f.get("severity") == "error"]
+    warnings = [f for f in found if f.get("severity") == "warning"]
+    evidence: dict[str, Any] = {
+        "findings": found,
+        "warnings": [f["message"] for f in warnings],
+        "days_left": facts.get("days_left"),
+        "self_signed": facts.get("self_signed"),
+        "certificate": facts,
+    }
+    expected = "valid now, host name in SAN, RSA >= 2048 / EC >= 256, SHA-2, serverAuth"
+    if errors:
+        messages = "; ".join(f["message"] for f in errors)
+        return _result(CERT_LINT, Status.FAIL,
+                       f"{len(errors)} certificate problem(s): {errors[0]['message']}",
+                       expected=expected, observed=messages, evidence=evidence,
+                       advice=str(errors[0].get("advice", "")))
+    notes = [f["message"] for f in found]
+    observed = "; ".join(notes) if notes else "clean"
+    summary = "certificate lint clean"
+    if warnings:
+        summary += f" (warning: {warnings[0]['message']})"
+    elif facts.get("self_signed"):
+        summary += " (self-signed)"
+    return _result(CERT_LINT, Status.PASS, summary, expected=expected, observed=observed,
+                   evidence=evidence)
+
+
+# -- legacy TLS ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LegacyOutcome:
+    """What offering one legacy TLS version gave: refused, accepted, untestable or error."""
+
+    version: str
+    outcome: str
+    detail: str = ""
+    negotiated: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "detail": self.detail, "negotiated": self.negotiated}
+
+
+def judge_legacy_tls(outcomes: Sequence[LegacyOutcome]) -> CheckResult:
+    expected = "handshakes offering only " + "/".join(f"TLS {o.version}" for o in outcomes) + \
+        " are refused by the server"
+    evidence = {f"TLS {o.version}": o.to_dict() for o in outcomes}
+    accepted = [o for o in outcomes if o.outcome == "accepted"]
+    errors = [o for o in outcomes if o.outcome == "error"]
+    refused = [o for o in outcomes if o.outcome == "refused"]
+    untestable = [o for o in outcomes if o.outcome == "untestable"]
+    observed = "; ".join(f"TLS {o.version}: {o.outcome} ({o.detail})" for o in outcomes)
+    if accepted:
+        names = ", ".join(f"TLS {o.version} (negotiated {o.negotiated})" for o in accepted)
+        return _result(LEGACY_TLS, Status.FAIL, f"server accepts legacy {names}",
+                       expected=expected, observed=observed, evidence=evidence,
+                       advice=ADVICE_LEGACY)
+    if errors:
+        return _result(LEGACY_TLS, Status.ERROR,
+                       f"TLS {errors[0].version}: no verdict: {errors[0].detail}",
+                       expected=expected, observed=observed, evidence=evidence)
+    if not refused:
+        return _result(LEGACY_TLS, Status.SKIP,
+                       "this client cannot offer "
+                       + ", ".join(f"TLS {o.version} ({o.detail})" for o in untestable),
+                       expected=expected, observed=observed, evidence=evidence)
+    summary = "server refuses " + ", ".join(f"TLS {o.version}" for o in refused)
+    if untestable:
+        summary += "; not tested (client cannot offer): " + ", ".join(
+            f"TLS {o.version}" for o in untestable)
+    return _result(LEGACY_TLS, Status.PASS, summary, expected=expected, observed=observed,
+                   evidence=evidence)
+
+
+# -- PBSZ / PROT ---------------------------------------------------------------------------
+
+
+def judge_pbsz_before_auth(reply: Reply) -> CheckResult:
+    expected = "PBSZ before AUTH TLS refused with 503 (bad sequence)"
+    if reply.code == 503:
+        return _result(PBSZ_BEFORE_AUTH, Status.PASS, "PBSZ before AUTH refused with 503",
+                       expected=expected, observed=brief(reply), replies=wire(reply))
+    if reply.negative:
+        return _result(PBSZ_BEFORE_AUTH, Status.PASS,
+                       f"PBSZ before AUTH refused with {reply.code} (note: 503 is the code "
+                       "RFC 2228 names for a bad sequence)",
+                       expected=expected, observed=brief(reply), replies=wire(reply),
+                       evidence={"note": f"refused with {reply.code}, not 503"})
+    return _result(PBSZ_BEFORE_AUTH, Status.FAIL,
+                   f"PBSZ accepted ({reply.code}) on a plaintext control connection",
+                   expected=expected, observed=brief(reply), replies=wire(reply),
+                   advice=ADVICE_PBSZ_BEFORE_AUTH)
+
+
+def judge_pbsz_prot(pbsz: Reply, prot: Reply | None) -> CheckResult:
+    expected = "PBSZ 0 -> 200 and PROT P -> 200"
+    if pbsz.code != 200:
+        return _result(PBSZ_PROT, Status.FAIL, f"PBSZ 0 answered {pbsz.code}, not 200",
+                       expected=expected, observed=brief(pbsz), replies=wire(pbsz),
+                       advice=ADVICE_PBSZ)
+    if prot is None or prot.code != 200:
+        code = prot.code if prot is not None else "nothing"
+        return _result(PBSZ_PROT, Status.FAIL, f"PROT P answered {code}, not 200",
+                       expected=expected, observed=brief(prot), replies=wire(pbsz, prot),
+                       advice=ADVICE_PBSZ)
+    return _result(PBSZ_PROT, Status.PASS, "PBSZ 0 and PROT P accepted (200)",
+                   expected=expected, observed=f"{brief(pbsz)}; {brief(prot)}",
+                   replies=wire(pbsz, prot))
+
+
+# -- login and policy ----------------------------------------------------------------------
+
+
+def judge_login(user: Reply, password: Reply | None) -> CheckResult:
+    expected = "USER -> 331, PASS -> 230 over TLS"
+    final = password if password is not None else user
+    if final.code == 230:
+        note = "" if password is not None else " (no password was asked for)"
+        return _result(LOGIN, Status.PASS, f"logged in over TLS{note}", expected=expected,
+                       observed=brief(final), replies=wire(user, password))
+    step = "PASS" if password is not None else "USER"
+    return _result(LOGIN, Status.FAIL, f"login refused: {step} answered {final.code}",
+                   expected=expected, observed=brief(final), replies=wire(user, password),
+                   advice=ADVICE_LOGIN)
+
+
+def judge_plaintext_login(
+    user: Reply, password: Reply | None, policy: str, *, decoy: bool = False
+) -> CheckResult:
+    """USER/PASS before AUTH TLS: refused under ``require``, accepted under ``allow``.
+
+    ``decoy`` means PASS carried a made-up password (the real one is never sent in
+    plaintext to a remote host), so a refused PASS proves nothing about the real one.
+    """
+    replies = wire(user, password)
+    evidence: dict[str, Any] = {"policy": policy, "user_code": user.code,
+                                "pass_code": password.code if password else None,
+                                "decoy_password": decoy}
+    vendor = PLAINTEXT_LOGIN_REFUSALS.get(user.code)
+    if vendor:
+        evidence["refusal_style"] = vendor
+    logged_in = (password is not None and password.code in (230, 202)) or user.code == 230
+    user_ok = user.code in (331, 332) or user.code == 230
+    if policy == "allow":
+        expected = "plaintext USER/PASS accepted (policy: allow)"
+        if logged_in:
+            return _result(PLAINTEXT_LOGIN, Status.PASS,
+                           "plaintext login allowed (230), as the policy says",
+                           expected=expected, observed=brief(password or user), replies=replies,
+                           evidence=evidence)
+        if user_ok and decoy:
+            return _result(PLAINTEXT_LOGIN, Status.PASS,
+                           f"plaintext USER accepted ({user.code}); PASS was only tried with a "
+                           "decoy password, so acceptance of the real one is not proven",
+                           expected=expected, observed=f"{brief(user)}; {brief(password)}",
+                           replies=replies, evidence=evidence)
+        step = password if user_ok and password is not None else user
+        return _result(PLAINTEXT_LOGIN, Status.FAIL,
+                       f"plaintext login refused ({step.code}) although policy is 'allow'",
+                       expected=expected, observed=brief(step), replies=replies,
+                       evidence=evidence, advice=ADVICE_ALLOW_CONTROL)
+    expected = "USER (or PASS) before AUTH TLS refused (policy: require)"
+    if logged_in:
+        return _result(PLAINTEXT_LOGIN, Status.FAIL,
+                       "plaintext login ACCEPTED (230) before AUTH TLS: the password "
+                       "crossed the network in clear text",
+                       expected=expected, observed=brief(password or user), replies=replies,
+                       evidence=evidence, advice=ADVICE_REQUIRE_CONTROL)
+    if user.negative:
+        who = f" ({vendor} style)" if vendor else ""
+        return _result(PLAINTEXT_LOGIN, Status.PASS,
+                       f"plaintext USER refused with {user.code}{who}",
+                       expected=expected, observed=brief(user), replies=replies,
+                       evidence=evidence)
+    if user_ok and password is not None and password.negative:
+        note = (f"USER was accepted in plaintext ({user.code}); PASS refused with "
+                f"{password.code}")
+        if decoy:
+            note += " (decoy password: the real one is never sent in plaintext to a remote host)"
+        evidence["note"] = note
+        return _result(PLAINTEXT_LOGIN, Status.PASS, f"plaintext login refused at PASS; {note}",
+                       expected=expected, observed=f"{brief(user)}; {brief(password)}",
+                       replies=replies, evidence=evidence,
+                       advice="Better: refuse USER already. " + ADVICE_REQUIRE_CONTROL)
+    return _result(PLAINTEXT_LOGIN, Status.FAIL,
+                   f"unexpected answer to plaintext login: USER {user.code}, "
+                   f"PASS {password.code if password else '-'}",
+                   expected=expected, observed=f"{brief(user)}; {brief(password)}",
+                   replies=replies, evidence=evidence, advice=ADVICE_REQUIRE_CONTROL)
+
+
+def judge_prot_c(prot: Reply, transfer: Transfer | None, policy: str) -> CheckResult:
+    """PROT C and an unprotected LIST: refused under ``require``, working under ``allow``."""
+    replies = wire(prot, *(transfer.replies if transfer else []))
+    evidence: dict[str, Any] = {"policy": policy, "prot_c": prot.code,
+                                "transfer": transfer.to_dict() if transfer else None}
+    if policy == "allow":
+        expected = "PROT C -> 200 and an unprotected LIST works (policy: allow)"
+        if prot.code == 200 and transfer is not None and transfer.ok:
+            return _result(PROT_C, Status.PASS,
+                           "unprotected data connection allowed, as the policy says",
+                           expected=expected, observed=transfer.describe(), replies=replies,
+                           evidence=evidence)
+        what = f"PROT C answered {prot.code}" if prot.code != 200 else (
+            transfer.describe() if transfer else "no transfer")
+        return _result(PROT_C, Status.FAIL,
+                       f"unprotected data refused although policy is 'allow': {what}",
+                       expected=expected, observed=what, replies=replies, evidence=evidence,
+                       advice=ADVICE_ALLOW_DATA)
+    expected = "PROT C refused (534/536/504) or the clear-text transfer refused (policy: require)"
+    if prot.negative:
+        note = "" if prot.code in PROT_C_REFUSALS else f" (note: {prot.code} is unusual)"
+        return _result(PROT_C, Status.PASS, f"PROT C refused with {prot.code}{note}",
+                       expected=expected, observed=brief(prot), replies=replies,
+                       evidence=evidence)
+    if transfer is None:
+        return _result(PROT_C, Status.ERROR, "PROT C accepted but no transfer was tried",
+                       expected=expected, observed=brief(prot), replies=replies,
+                       evidence=evidence)
+    if transfer.started and (transfer.size > 0 or transfer.ok):
+        return _result(PROT_C, Status.FAIL,
+                       f"clear-text data transfer completed after PROT C ({transfer.size} "
+                       "bytes unprotected)",
+                       expected=expected, observed=transfer.describe(), replies=replies,
+                       evidence=evidence, advice=ADVICE_REQUIRE_DATA)
+    refusal = transfer.refusal
+    if refusal is not None:
+        note = "" if refusal.code in DATA_REFUSALS else f" (note: {refusal.code} is unusual)"
+        return _result(PROT_C, Status.PASS,
+                       f"PROT C accepted but the clear-text transfer was refused with "
+                       f"{refusal.code}{note}",
+                       expected=expected, observed=transfer.describe(), replies=replies,
+                       evidence=evidence)
+    return _result(PROT_C, Status.ERROR,
+                   f"no verdict: the clear-text transfer ended without a refusal: "
+                   f"{transfer.describe()}",
+                   expected=expected, observed=transfer.describe(), replies=replies,
+                   evidence=evidence)
+
+
+# -- passive mode --------------------------------------------------------------------------
+
+
+def address_kind(host: str) -> str:
+    """``public``, ``private`` (RFC 1918), ``shared`` (CGNAT), ``loopback``, ``link-local``,
+    ``unspecified``, ``reserved`` or ``invalid``."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return "invalid"
+    if address.is_unspecified:
+        return "unspecified"
+    if address.is_loopback:
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if isinstance(address, ipaddress.IPv4Address):
+        if any(address in ipaddress.ip_network(net)
+               for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")):
+            return "private"
+        if address in ipaddress.ip_network("100.64.0.0/10"):
+            return "shared"
+    elif address in ipaddress.ip_network("fc00::/7"):
+        return "private"
+    return "public" if address.is_global else "reserved"
+
+
+def _port_problem(port: int, ports: tuple[int, int] | None) -> str | None:
+    if ports is not None and not ports[0] <= port <= ports[1]:
+        return f"port {port} is outside the passive range {ports[0]}-{ports[1]}"
+    return None
+
+
+def judge_pasv_address(
+    reply: Reply,
+    endpoint: Passive | None,
+    expected_host: str,
+    ports: tuple[int, int] | None,
+    transfer: Transfer | None,
+) -> CheckResult:
+    """The 227 address must be the address clients reach, the port in the range, and the
+    port must work (the data connection goes to the target host, never elsewhere)."""
+    expected = f"227 announcing {expected_host}" + (
+        f" with a port in {ports[0]}-{ports[1]}" if ports else "")
+    replies = wire(reply, *(transfer.replies[1:] if transfer else []))
+    evidence: dict[str, Any] = {"expected_address": expected_host,
+                                "passive_ports": list(ports) if ports else None}
+    if reply.code != 227:
+        return _result(PASV_ADDRESS, Status.FAIL, f"PASV answered {reply.code}, not 227",
+                       expected=expected, observed=brief(reply), replies=replies,
+                       evidence=evidence, advice=ADVICE_PASV_PORTS)
+    if endpoint is None or endpoint.announced_host is None:
+        return _result(PASV_ADDRESS, Status.FAIL, "227 reply without a usable h1,h2,h3,h4,p1,p2",
+                       expected=expected, observed=brief(reply), replies=replies,
+                       evidence=evidence)
+    announced, port = endpoint.announced_host, endpoint.port
+    kind = address_kind(announced)
+    evidence.update(announced_address=announced, announced_port=port, address_kind=kind,
+                    connected_to=endpoint.connect_host,
+                    transfer=transfer.to_dict() if transfer else None)
+    observed = f"{announced}:{port} ({kind})"
+    if announced != expected_host:
+        behind_nat = kind in ("private", "shared", "link-local") or (
+            kind == "loopback" and address_kind(expected_host) != "loopback")
+        if behind_nat:
+            summary = (f"server behind NAT hands out its private address {announced} "
+                       f"instead of {expected_host}")
+        elif kind == "unspecified":
+            summary = f"server announces {announced} instead of {expected_host}"
+        else:
+            summary = f"PASV announces {announced}, but the reachable address is {expected_host}"
+        evidence["behind_nat"] = behind_nat
+        return _result(PASV_ADDRESS, Status.FAIL, summary, expected=expected, observed=observed,
+                       replies=replies, evidence=evidence, advice=ADVICE_PASV_ADDRESS)
+    problem = _port_problem(port, ports)
+    if problem:
+        return _result(PASV_ADDRESS, Status.FAIL, problem, expected=expected, observed=observed,
+                       replies=replies, evidence=evidence, advice=ADVICE_PASV_PORTS)
+    if transfer is not None and not transfer.ok:
+        return _result(PASV_ADDRESS, Status.FAIL,
+                       f"address correct but the data connection failed: {transfer.describe()}",
+                       expected=expected, observed=observed, replies=replies,
+                       evidence=evidence, advice=ADVICE_PASV_REACH)
+    return _result(PASV_ADDRESS, Status.PASS, f"PASV announces {announced}:{port}",
+                   expected=expected, observed=observed, replies=replies, evidence=evidence)
+
+
+def judge_epsv(
+    reply: Reply, endpoint: Passive | None, ports: tuple[int, int] | None,
+    transfer: Transfer | None,
+) -> CheckResult:
+    expected = "EPSV -> 229 (|||port|)" + (f" with a port in {ports[0]}-{ports[1]}" if ports
+                                             else "") + " and a working data connection"
+    replies = wire(reply, *(transfer.replies[1:] if transfer else []))
+    evidence: dict[str, Any] = {"passive_ports": list(ports) if ports else None,
+                                "transfer": transfer.to_dict() if transfer else None}
+    if reply.code != 229:
+        return _result(EPSV, Status.FAIL, f"EPSV answered {reply.code}, not 229",
+                       expected=expected, observed=brief(reply), replies=replies,
+                       evidence=evidence, advice=ADVICE_EPSV)
+    if endpoint is None:
+        return _result(EPSV, Status.FAIL, "229 reply without a usable (|||port|)",
+                       expected=expected, observed=brief(reply), replies=replies,
+                       evidence=evidence)
+    evidence["port"] = endpoint.port
+    problem = _port_problem(endpoint.port, ports)
+    if problem:
+        return _result(EPSV, Status.FAIL, problem, expected=expected, observed=brief(reply),
+                       replies=replies, evidence=evidence, advice=ADVICE_PASV_PORTS)
+    if transfer is None or not transfer.ok:
+        what = transfer.describe() if transfer else "no transfer"
+        return _result(EPSV, Status.FAIL, f"EPSV data connection failed: {what}",
+                       expected=expected, observed=what, replies=replies, evidence=evidence,
+                       advice=ADVICE_PASV_REACH)
+    return _result(EPSV, Status.PASS, f"EPSV port {endpoint.port}, LIST over it works",
+                   expected=expected, observed=brief(reply), replies=replies,
+                   evidence=evidence)
+
+
+# -- session reuse -------------------------------------------------------------------------
+
+
+def judge_session_reuse(
+    transfers: Sequence[Transfer], without_reuse: Transfer | None, required: bool | None
+) -> CheckResult:
+    """Data connections resuming the control session work and do resume; whether the
+    server *requires* reuse is recorded, and judged only when the target says it must."""
+    expected = "every data connection resumes the control TLS session"
+    if required:
+        expected += "; a data connection without reuse is refused"
+    evidence: dict[str, Any] = {
+        "data_connections": [t.to_dict() for t in transfers],
+        "session_reuse_required_by_target": required,
+    }
+    requires = "unknown"
+    if without_reuse is not None:
+        requires = "no" if without_reuse.ok else "yes"
+        evidence["without_reuse"] = without_reuse.to_dict()
+    evidence["server_requires_session_reuse"] = requires
+    replies = wire(*(r for t in transfers for r in t.replies[1:]))
+    if without_reuse is not None:
+        replies += wire(*without_reuse.replies[1:])
+    failed = [t for t in transfers if not t.ok]
+    if failed:
+        return _result(SESSION_REUSE, Status.FAIL,
+                       f"data connection with session reuse failed: {failed[0].describe()}",
+                       expected=expected, observed=failed[0].describe(), replies=replies,
+                       evidence=evidence, advice=ADVICE_REUSE_SUPPORT)
+    not_reused = [t for t in transfers if t.session_reused is not True]
+    if not_reused:
+        return _result(SESSION_REUSE, Status.FAIL,
+                       f"{len(not_reused)} of {len(transfers)} data connections did not resume "
+                       "the control session",
+                       expected=expected,
+                       observed=", ".join(f"{t.command}: reused={t.session_reused}"
+                                          for t in not_reused),
+                       replies=replies, evidence=evidence, advice=ADVICE_REUSE_SUPPORT)
+    observed = (f"{len(transfers)} data connections resumed the session; server requires "
+                f"session reuse: {requires}")
+    if requires == "yes" and without_reuse is not None and without_reuse.refusal is not None:
+        observed += f" (without reuse: {without_reuse.refusal.first})"
+    if required and requires == "no":
+        return _result(SESSION_REUSE, Status.FAIL,
+                       "server accepts a data connection that does not resume the control "
+                       "session, but the target must require reuse",
+                       expected=expected, observed=observed, replies=replies,
+                       evidence=evidence, advice=ADVICE_REUSE_REQUIRE)
+    return _result(SESSION_REUSE, Status.PASS, observed, expected=expected, observed=observed,
+                   replies=replies, evidence=evidence)
+
+
+# -- transfers and QUIT --------------------------------------------------------------------
+
+
+@dataclass
+class FileRound:
+    """One file of the transfers check: uploaded, downloaded, listed, deleted."""
+
+    name: str
+    size: int
+    stor: Transfer | None = None
+    retr: Transfer | None = None
+    listed: bool | None = None
+    dele: Reply | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "sent_sha256": self.stor.sha256 if self.stor else None,
+            "received_sha256": self.retr.sha256 if self.retr else None,
+            "received_bytes": self.retr.size if self.retr else None,
+            "listed": self.listed,
+            "deleted": self.dele.code if self.dele else None,
+        }
+
+
+@dataclass
+class TransferSession:
+    """Everything the transfers check saw on its one login."""
+
+    forced_tls: str | None
+    negotiated: str | None
+    files: list[FileRound] = field(default_factory=list)
+    listings: list[Transfer] = field(default_factory=list)
+    quit: Reply | None = None
+    control_shutdown: str = ""
+
+    @property
+    def data_connections(self) -> list[Transfer]:
+        out = list(self.listings)
+        for item in self.files:
+            out += [t for t in (item.stor, item.retr) if t is not None]
+        return out
+
+
+_TLS_NAMES = {"1.2": "TLSv1.2", "1.3": "TLSv1.3"}
+
+
+def judge_transfers(session: TransferSession) -> CheckResult:
+    files = session.files
+    expected = (f"{len(files)} files stored, retrieved byte for byte (SHA-256), listed and "
+                "deleted on one login" + (f" over TLS {session.forced_tls}"
+                                          if session.forced_tls else "") + "; QUIT -> 221")
+    connections = session.data_connections
+    evidence: dict[str, Any] = {
+        "tls_version": session.negotiated,
+        "forced_tls": session.forced_tls,
+        "files": [item.to_dict() for item in files],
+        "data_connections": len(connections),
+        "data_sessions_reused": sum(1 for t in connections if t.session_reused),
+        "data_tls_versions": sorted({t.tls.version for t in connections if t.tls}),
+        "data_tls_shutdowns": sorted({t.tls_shutdown for t in connections}),
+        "control_tls_shutdown": session.control_shutdown,
+    }
+
+    def fail(summary: str, observed: str, replies: list[str], advice: str = "") -> CheckResult:
+        return _result(TRANSFERS, Status.FAIL, summary, expected=expected, observed=observed,
+                       replies=replies, evidence=evidence, advice=advice)
+
+    wanted = _TLS_NAMES.get(session.forced_tls or "")
+    if wanted and session.negotiated != wanted:
+        return fail(f"server negotiated {session.negotiated} although the client offered only "
+                    f"{wanted}", str(session.negotiated), [], ADVICE_TLS_VERSIONS)
+    for transfer in connections:
+        if wanted and transfer.tls is not None and transfer.tls.version != wanted:
+            return fail(f"data connection negotiated {transfer.tls.version}, not {wanted}",
+                        transfer.describe(), wire(*transfer.replies), ADVICE_TLS_VERSIONS)
+    for item in files:
+        for step in (item.stor, item.retr):
+            if step is None:
+                continue
+            if not step.ok:
+                return fail(f"{step.command} failed: {step.describe()}", step.describe(),
+                            wire(*step.replies), ADVICE_TRANSFER)
+        if item.stor is not None and item.retr is not None and (
+            item.stor.sha256 != item.retr.sha256 or item.stor.size != item.retr.size
+        ):
+            return fail(
+                f"{item.name} differs after the round trip: sent sha256 {item.stor.sha256} "
+                f"({item.stor.size} bytes), received sha256 {item.retr.sha256} "
+                f"({item.retr.size} bytes)",
+                f"sha256 {item.stor.sha256} != {item.retr.sha256}",
+                wire(*item.retr.replies), ADVICE_TRANSFER)
+    for listing in session.listings:
+        if not listing.ok:
+            return fail(f"{listing.command} failed: {listing.describe()}", listing.describe(),
+                        wire(*listing.replies), ADVICE_TRANSFER)
+    for item in files:
+        if item.listed is False:
+            return fail(f"{item.name} is missing from the LIST after upload", "not listed", [],
+                        ADVICE_TRANSFER)
+        if item.dele is not None and item.dele.code != 250:
+            return fail(f"DELE {item.name} answered {item.dele.code}, not 250",
+                        brief(item.dele), wire(item.dele),
+                        "The user needs delete permission (IIS: Write; vsftpd: write_enable=YES).")
+    if session.quit is None or session.quit.code != 221:
+        return fail(f"QUIT answered {session.quit.code if session.quit else 'nothing'}",
+                    brief(session.quit), wire(session.quit), ADVICE_QUIT)
+    total = sum(item.size for item in files)
+    summary = (f"{len(files)} files ({total} bytes) round-tripped intact over "
+               f"{session.negotiated}; {len(connections)} data connections, "
+               f"{evidence['data_sessions_reused']} resumed the session")
+    return _result(TRANSFERS, Status.PASS, summary, expected=expected, observed=summary,
+                   replies=wire(session.quit), evidence=evidence)
+
+
+def judge_quit(reply: Reply, shutdown: str) -> CheckResult:
+    """221 and then the server closes: with close_notify (clean) or at least the TCP side."""
+    expected = "QUIT -> 221, then the server closes the connection"
+    evidence = {"tls_shutdown": shutdown}
+    if reply.code != 221:
+        return _result(QUIT, Status.FAIL, f"QUIT answered {reply.code}, not 221",
+                       expected=expected, observed=brief(reply), replies=wire(reply),
+                       evidence=evidence, advice=ADVICE_QUIT)
+    if shutdown in ("clean", "no TLS"):
+        return _result(QUIT, Status.PASS, "QUIT -> 221, connection closed cleanly",
+                       expected=expected, observed=f"{brief(reply)}; TLS shutdown {shutdown}",
+                       replies=wire(reply), evidence=evidence)
+    if "timed out" in shutdown:
+        return _result(QUIT, Status.FAIL, "server answered 221 but kept the connection open",
+                       expected=expected, observed=shutdown, replies=wire(reply),
+                       evidence=evidence, advice=ADVICE_QUIT)
+    return _result(QUIT, Status.PASS,
+                   "QUIT -> 221; the server closed without a TLS close_notify",
+                   expected=expected, observed=shutdown, replies=wire(reply), evidence=evidence)

@@ -1,0 +1,247 @@
+"""pyftpdlib handler subclasses that give the lab server its FTPS behaviour.
+
+What stock pyftpdlib 2.2 lacks, and is added here:
+
+* implicit FTPS (TLS from the first byte, the IIS port-990 mode, pyftpdlib issue #160):
+  the control connection is wrapped at accept and the 220 banner waits for the handshake;
+* required TLS session reuse on the data channel (vsftpd ``require_ssl_reuse=YES``):
+  a data connection that did not resume the control session is closed and answered
+  ``522`` on the control connection, exactly like vsftpd;
+* passive-range exhaustion as an error (``425``) instead of a silent random port;
+* PROT C refused at transfer time too, not only at PASV/PORT.
+
+The policy lives in small methods (``control_refusal``, ``data_refusal``,
+``data_session_refusal``, ``passive_unavailable_reply``) so fault servers can override
+one decision without copying pyftpdlib code. Every instance-specific value (context,
+authorizer, flags, the owning server) is a class attribute of a per-server subclass
+made by :class:`harness.lab.ftps.FTPSLabServer`, never of these shared classes.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+from OpenSSL import SSL
+from OpenSSL._util import lib as _openssl_lib
+from pyftpdlib.authorizers import AuthenticationFailed, DummyAuthorizer
+from pyftpdlib.handlers import DTPHandler, FTPHandler, TLS_DTPHandler, TLS_FTPHandler
+from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
+from pyftpdlib.log import logger
+
+REUSE_REQUIRED_REPLY = "522 SSL connection failed; session reuse required"
+PASSIVE_EXHAUSTED_REPLY = "425 No passive port available."
+CONTROL_TLS_REQUIRED_REPLY = "550 SSL/TLS required on the control channel."
+DATA_TLS_REQUIRED_REPLY = "550 SSL/TLS required on the data channel."
+PROT_C_TRANSFER_REPLY = "521 Data connection cannot be opened with this PROT setting."
+
+_DATA_SETUP_COMMANDS = frozenset({"PASV", "EPSV", "PORT", "EPRT"})
+_TRANSFER_COMMANDS = frozenset({"RETR", "STOR", "STOU", "APPE", "LIST", "NLST", "MLSD"})
+_ANONYMOUS_NAMES = frozenset({"anonymous", "ftp"})
+
+
+class LabSink(Protocol):
+    """What the handlers report to the server object that owns them."""
+
+    def record_error(self, text: str) -> None: ...
+
+    def record_tls_failure(self, text: str) -> None: ...
+
+    def record_data_handshake(self, handshake: DataHandshake) -> None: ...
+
+
+@dataclass(frozen=True)
+class DataHandshake:
+    """One completed TLS handshake on a data connection, as the server saw it."""
+
+    tls_version: str
+    session_reused: bool
+    refused: bool
+
+
+def session_reused(conn: SSL.Connection) -> bool:
+    """Whether this server-side connection resumed an earlier TLS session.
+
+    pyOpenSSL has no public API for it; ``SSL_session_reused`` is bound in its
+    cffi library and covers TLS 1.2 session IDs/tickets and TLS 1.3 PSK resumption.
+    """
+    return bool(_openssl_lib.SSL_session_reused(conn._ssl))
+
+
+class LabAuthorizer(DummyAuthorizer):  # type: ignore[misc]
+    """Virtual users with a constant-time password check and no anonymous access.
+
+    ``DummyAuthorizer`` skips the password for a user named ``anonymous``; here no
+    name is special and a missing user fails like a wrong password.
+    """
+
+    def validate_authentication(self, username: str, password: str, handler: Any) -> None:
+        entry = self.user_table.get(username)
+        if entry is None or username.lower() in _ANONYMOUS_NAMES:
+            raise AuthenticationFailed("Authentication failed.")
+        if not hmac.compare_digest(str(entry["pwd"]).encode(), password.encode()):
+            raise AuthenticationFailed("Authentication failed.")
+
+
+class PassivePortsExhausted(OSError):
+    """No port of the configured passive range could be bound."""
+
+
+class LabPassiveDTP(PassiveDTP):  # type: ignore[misc]
+    """PassiveDTP that refuses to fall back to a kernel-chosen port.
+
+    pyftpdlib binds port 0 (with only a log warning) when the whole range is busy, and
+    listens on an unbound socket when every port gave EPERM; both end up here.
+    """
+
+    def listen(self, num: int) -> None:
+        ports = self.cmd_channel.passive_ports
+        if ports is not None:
+            port = self.socket.getsockname()[1]
+            if port not in ports:
+                self.close()
+                raise PassivePortsExhausted(f"no free port in passive range {ports[0]}-{ports[-1]}")
+        super().listen(num)
+
+
+class _LabControl:
+    """Control-channel behaviour shared by the plain and the TLS handler."""
+
+    lab: ClassVar[LabSink]
+
+    def passive_unavailable_reply(self) -> str:
+        return PASSIVE_EXHAUSTED_REPLY
+
+    def _make_epasv(self, extmode: bool = False) -> None:
+        try:
+            super()._make_epasv(extmode)  # type: ignore[misc]
+        except PassivePortsExhausted as exc:
+            self._dtp_acceptor = None
+            self.respond(self.passive_unavailable_reply())  # type: ignore[attr-defined]
+            self.lab.record_error(f"PASV refused: {exc}")
+
+
+class LabFTPHandler(_LabControl, FTPHandler):  # type: ignore[misc]
+    """Plain FTP (no TLS at all): the baseline for benchmarks."""
+
+
+class LabDTPHandler(DTPHandler):  # type: ignore[misc]
+    """Plain data channel; buffer sizes are set per server."""
+
+
+class LabTLSDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
+    """TLS data channel that can insist on resuming the control connection's session.
+
+    The verdict is taken when the handshake completes but delivered only once a
+    transfer command has started on this channel, so the ``522`` always answers a
+    transfer command (after its ``125``/``150``), as with vsftpd.
+    """
+
+    _session_refusal: str | None = None
+
+    def handle_ssl_established(self) -> None:
+        super().handle_ssl_established()
+        control = self.cmd_channel
+        refusal = control.data_session_refusal(self.socket)
+        control.lab.record_data_handshake(
+            DataHandshake(
+                tls_version=self.socket.get_protocol_version_name(),
+                session_reused=session_reused(self.socket),
+                refused=refusal is not None,
+            )
+        )
+        if refusal is not None:
+            self._session_refusal = refusal
+            if self._initialized:
+                self._refuse_session()
+
+    def _refuse_session(self) -> None:
+        assert self._session_refusal is not None
+        self.transfer_finished = False
+        self._resp = (self._session_refusal, logger.info)
+        self.producer_fifo.clear()
+        self.close()
+
+    def handle_failed_ssl_handshake(self) -> None:
+        self.cmd_channel.lab.record_tls_failure("data channel TLS handshake failed")
+        super().handle_failed_ssl_handshake()
+
+    # A transfer that starts after a refused handshake is answered right away.
+    def push(self, data: bytes) -> None:
+        super().push(data)
+        if self._session_refusal is not None:
+            self._refuse_session()
+
+    def push_with_producer(self, producer: Any) -> None:
+        super().push_with_producer(producer)
+        if self._session_refusal is not None:
+            self._refuse_session()
+
+    def enable_receiving(self, type: str, cmd: str) -> None:
+        super().enable_receiving(type, cmd)
+        if self._session_refusal is not None:
+            self._refuse_session()
+
+
+class LabTLSHandler(_LabControl, TLS_FTPHandler):  # type: ignore[misc]
+    """Explicit or implicit FTPS with the lab's policies.
+
+    ``tls_control_required``/``tls_data_required`` (pyftpdlib's own switches) carry the
+    policy; ``implicit_tls`` and ``require_session_reuse`` are the lab's additions.
+    """
+
+    implicit_tls: ClassVar[bool] = False
+    require_session_reuse: ClassVar[bool] = False
+    _banner_pending = False
+
+    # --- implicit FTPS: handshake first, banner afterwards
+
+    def handle(self) -> None:
+        if not self.implicit_tls:
+            super().handle()
+            return
+        self._banner_pending = True
+        self.secure_connection(self.ssl_context)
+
+    def handle_ssl_established(self) -> None:
+        super().handle_ssl_established()
+        if self._banner_pending:
+            self._banner_pending = False
+            FTPHandler.handle(self)
+
+    def handle_failed_ssl_handshake(self) -> None:
+        where = "implicit TLS" if self._banner_pending else "AUTH TLS"
+        self.lab.record_tls_failure(f"control channel {where} handshake failed")
+        super().handle_failed_ssl_handshake()
+
+    # --- policy
+
+    def control_refusal(self, cmd: str) -> str | None:
+        """The reply refusing a login command on a plaintext control channel, if any."""
+        if cmd in ("USER", "PASS") and self.tls_control_required and not self._ssl_established:
+            return CONTROL_TLS_REQUIRED_REPLY
+        return None
+
+    def data_refusal(self, cmd: str) -> str | None:
+        """The reply refusing an unprotected (PROT C) data connection, if any."""
+        if not self.tls_data_required or self._prot:
+            return None
+        if cmd in _DATA_SETUP_COMMANDS:
+            return DATA_TLS_REQUIRED_REPLY
+        if cmd in _TRANSFER_COMMANDS:
+            return PROT_C_TRANSFER_REPLY
+        return None
+
+    def data_session_refusal(self, conn: SSL.Connection) -> str | None:
+        """The reply refusing a data connection that did not resume the session, if any."""
+        if self.require_session_reuse and not session_reused(conn):
+            return REUSE_REQUIRED_REPLY
+        return None
+
+    def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
+        reply = self.control_refusal(cmd) or self.data_refusal(cmd)
+        if reply is not None:
+            self.respond(reply)
+            return
+        FTPHandler.process_command(self, cmd, *args, **kwargs)
