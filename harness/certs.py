@@ -616,11 +616,24 @@ def clear_lab_pki_cache() -> None:
 
 
 def project_root() -> Path | None:
-    """The checkout this package runs from, or None when installed elsewhere."""
-    root = Path(__file__).resolve().parent.parent
-    if (root / "pyproject.toml").is_file() and (root / "harness").is_dir():
-        return root
+    """The ftps-lab checkout in use: the one this package runs from, else the nearest one
+    above the working directory (tox installs the package into a virtualenv, but the
+    certificates still belong in the checkout's ``certs/``). None outside a checkout."""
+    here = Path(__file__).resolve().parent.parent
+    for root in (here, *[Path.cwd(), *Path.cwd().parents]):
+        if _is_checkout(root):
+            return root
     return None
+
+
+def _is_checkout(root: Path) -> bool:
+    pyproject = root / "pyproject.toml"
+    if not (pyproject.is_file() and (root / "harness").is_dir()):
+        return False
+    try:
+        return 'name = "ftps-lab"' in pyproject.read_text(encoding="utf-8")
+    except OSError:
+        return False
 
 
 def _writable_dir(path: Path) -> bool:

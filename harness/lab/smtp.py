@@ -38,6 +38,7 @@ from aiosmtpd.smtp import (
 )
 
 from harness.lab.mailbox import Mailbox
+from harness.lab.serverthread import LabServerError, LabStartError
 from harness.protocols.tls import TLS_VERSIONS
 
 LAB_DOMAIN = "ftps-lab.test"
@@ -60,14 +61,6 @@ FAULT_OPTIONS = (
 )
 # Characters that turn a local part into a route to somewhere else.
 _ROUTING_CHARACTERS = ("@", "%", "!", ":")
-
-
-class LabStartError(RuntimeError):
-    """The server could not be started or did not greet a test client."""
-
-
-class LabServerError(RuntimeError):
-    """Exceptions happened inside the server thread while it ran."""
 
 
 @dataclass
