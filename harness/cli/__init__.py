@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
+from harness.cli.certs import certs
+from harness.cli.probe import probe
 from harness.cli.run import run
+from harness.cli.serve import serve
 
 EPILOG = """\b
 Examples:
@@ -23,22 +26,6 @@ def main() -> None:
 
 
 main.add_command(run)
-
-try:  # each verb lives in its own module
-    from harness.cli.certs import certs
-
-    main.add_command(certs)
-except ImportError:  # pragma: no cover - during development only
-    pass
-try:
-    from harness.cli.probe import probe
-
-    main.add_command(probe)
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from harness.cli.serve import serve
-
-    main.add_command(serve)
-except ImportError:  # pragma: no cover
-    pass
+main.add_command(certs)
+main.add_command(probe)
+main.add_command(serve)

@@ -85,6 +85,11 @@ class LabPool:
                 self._instances[key] = found
             return found
 
+    def instances(self) -> list[LabInstance]:
+        """The running instances, oldest first."""
+        with self._lock:
+            return list(self._instances.values())
+
     def target_for(self, server: LabServer) -> Target:
         return self.instance(server).target
 
