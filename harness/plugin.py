@@ -56,6 +56,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         )
         parser.addini(name, help=help_text, default=None)
     group.addoption(
+        "--lab-shard",
+        dest="lab_shard",
+        default=None,
+        metavar="I/N",
+        help="run only shard I of N (1-based); a target's checks stay in one shard [env LAB_SHARD]",
+    )
+    group.addoption(
         "--lab-full-trace",
         action="store_true",
         default=False,
@@ -112,6 +119,7 @@ def _remote_targets(config: pytest.Config) -> list[Target] | None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab_target(name): the target a scenario item runs against")
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist loadgroup grouping")
     _remote_targets(config)  # fail fast on a bad inventory, before collection
 
 
@@ -199,6 +207,11 @@ class ScenarioItem(pytest.Item):
         self.lab_target = target
         self.resolved: Target | None = None
 
+    @property
+    def target_id(self) -> str:
+        """The readable target id, e.g. ``ftps://lab-iis`` or ``ftps://iis-build-42``."""
+        return _target_id(self.lab_target)
+
     def _resolve(self) -> Target:
         if isinstance(self.lab_target, Target):
             return self.lab_target
@@ -273,6 +286,47 @@ class ScenarioItem(pytest.Item):
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
         return self.path, (self.entry.line or 1) - 1, f"{self.scenario.name}::{self.name}"
+
+
+def parse_shard(value: str) -> tuple[int, int]:
+    """``"2/5"`` -> ``(2, 5)``; anything else is a usage error that says what is wanted."""
+    index, slash, total = value.partition("/")
+    try:
+        shard, shards = int(index), int(total)
+    except ValueError:
+        shard = shards = 0
+    if not slash or not 1 <= shard <= shards:
+        raise pytest.UsageError(f"--lab-shard wants I/N with 1 <= I <= N, e.g. 2/4; got {value!r}")
+    return shard, shards
+
+
+def shard_of(target_ids: list[str], shards: int) -> dict[str, int]:
+    """Deterministic target -> shard (1-based): sorted ids dealt round-robin.
+
+    Every CI job collects the same items, so each computes the same split; keeping all of a
+    target's checks in one shard means its lab servers start in one job only.
+    """
+    return {target: index % shards + 1 for index, target in enumerate(sorted(set(target_ids)))}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    scenario_items = [item for item in items if isinstance(item, ScenarioItem)]
+    for item in scenario_items:
+        # pytest-xdist --dist loadgroup keeps one target's checks on one worker.
+        item.add_marker(pytest.mark.xdist_group(item.target_id))
+    value = config.getoption("lab_shard") or os.environ.get("LAB_SHARD")
+    if not value:
+        return
+    shard, shards = parse_shard(str(value))
+    owner = shard_of([item.target_id for item in scenario_items], shards)
+    keep = [i for i in items if not isinstance(i, ScenarioItem) or owner[i.target_id] == shard]
+    dropped = [i for i in items if i not in keep]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
