@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from harness.cli.certs import certs
+from harness.cli.iis_script import iis_script
 from harness.cli.probe import probe
 from harness.cli.run import run
 from harness.cli.serve import serve
@@ -16,6 +17,7 @@ Examples:
   lab certs iis ftp.example.net --pfx legacy
   lab serve ftps                  an FTPS server for FileZilla, until Ctrl-C
   lab probe mail.example.net      is port 25 blocked from here?
+  lab iis-script ftp.example.net  PFX + PowerShell that builds the IIS FTPS site
 """
 
 
@@ -29,3 +31,4 @@ main.add_command(run)
 main.add_command(certs)
 main.add_command(probe)
 main.add_command(serve)
+main.add_command(iis_script)
