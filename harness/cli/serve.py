@@ -7,6 +7,7 @@ password is random per start and printed once, because a person has to type it.
 
 from __future__ import annotations
 
+import ipaddress
 import signal
 import threading
 import types
@@ -43,6 +44,20 @@ def lab_servers(kind: str, policy: str, implicit: bool, certificate: str) -> lis
         for role in ("submission", "submissions", "mta"):
             servers.append(LabServer(role, "smtp", {"role": role, "certificate": certificate}))
     return servers
+
+
+def exposure_warning(host: str) -> str | None:
+    """A warning when the lab would be reachable from other machines."""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    if loopback:
+        return None
+    return (
+        f"warning: listening on {host}, not loopback: other machines can reach these lab "
+        "servers, whose passwords are printed here and whose certificates are test-only"
+    )
 
 
 def describe(pool: LabPool, server: LabServer) -> list[str]:
@@ -83,6 +98,12 @@ def describe(pool: LabPool, server: LabServer) -> list[str]:
     help="lab: signed by the lab CA; iis: single self-signed RSA",
 )
 @click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="address to listen on; anything but loopback is warned about",
+)
+@click.option(
     "--for",
     "duration",
     type=float,
@@ -90,7 +111,9 @@ def describe(pool: LabPool, server: LabServer) -> list[str]:
     metavar="SECONDS",
     help="stop after this many seconds (default: until Ctrl-C)",
 )
-def serve(kind: str, policy: str, implicit: bool, certificate: str, duration: float | None) -> None:
+def serve(
+    kind: str, policy: str, implicit: bool, certificate: str, host: str, duration: float | None
+) -> None:
     """Start the embedded lab on loopback and keep it running until Ctrl-C."""
     stop = threading.Event()
 
@@ -98,7 +121,10 @@ def serve(kind: str, policy: str, implicit: bool, certificate: str, duration: fl
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    pool = LabPool()
+    warning = exposure_warning(host)
+    if warning:
+        click.secho(warning, fg="yellow", err=True)
+    pool = LabPool(host=host)
     try:
         servers = lab_servers(kind, policy, implicit, certificate)
         for server in servers:

@@ -65,8 +65,11 @@ class LabInstance:
 class LabPool:
     """Start lab servers on demand, share them by configuration, stop them all at the end."""
 
-    def __init__(self, pki: LabPKI | None = None) -> None:
+    def __init__(self, pki: LabPKI | None = None, host: str = LAB_HOST) -> None:
+        """``host`` is where ``ftps`` and ``smtp`` lab servers listen (NAT and OP25B
+        simulations always stay on loopback addresses of their own)."""
         self._pki = pki
+        self.host = host
         self._instances: dict[tuple[Any, ...], LabInstance] = {}
         self._lock = threading.Lock()
 
@@ -175,12 +178,19 @@ class LabPool:
         return dataclasses.replace(config, **faults), certificate, password
 
     def _ftps_target(
-        self, server: LabServer, config: Any, certificate: str, password: str, port: int
+        self,
+        server: LabServer,
+        config: Any,
+        certificate: str,
+        password: str,
+        port: int,
+        host: str = LAB_HOST,
     ) -> Target:
+        reachable = LAB_HOST if host in ("0.0.0.0", "::") else host
         return Target(
             name=f"lab-{server.name}",
             protocol=server.protocol,
-            host=LAB_HOST,
+            host=reachable,
             port=port,
             trust=self._trust(server, certificate),
             server_name=LAB_SERVER_NAME,
@@ -188,7 +198,7 @@ class LabPool:
             password=password,
             timeout=LAB_TIMEOUT,
             policy=config.policy,
-            passive_address=LAB_HOST,
+            passive_address=reachable,
             passive_ports=config.passive_ports,
             session_reuse_required=config.require_session_reuse,
         )
@@ -196,14 +206,16 @@ class LabPool:
     def _ftps(self, server: LabServer, instance: LabInstance) -> None:
         from harness.lab.ftps import FTPSLabServer
 
-        config, certificate, password = self._ftps_config(server, LAB_HOST)
+        config, certificate, password = self._ftps_config(server, self.host)
         count = server.options.get("passive_ports")
         if count:
-            config.passive_ports = free_port_range(int(count), (LAB_HOST,))
+            config.passive_ports = free_port_range(int(count), (self.host,))
         lab = FTPSLabServer(config).start()
         instance.stoppers.append(lab)
         instance.details["server"] = lab
-        instance.target = self._ftps_target(server, config, certificate, password, lab.port)
+        instance.target = self._ftps_target(
+            server, config, certificate, password, lab.port, self.host
+        )
 
     def _ftps_nat(self, server: LabServer, instance: LabInstance) -> None:
         """An FTPS server on the inside address, reached through a port-forwarding NAT.
@@ -237,14 +249,16 @@ class LabPool:
         instance.details.update(server=lab, inside=lab.address, outside=control.address)
         instance.target = self._ftps_target(server, config, certificate, password, control.port)
 
-    def _mail_config(self, server: LabServer, role: str, password: str) -> Any:
+    def _mail_config(
+        self, server: LabServer, role: str, password: str, host: str = LAB_HOST
+    ) -> Any:
         from harness.lab.smtp import SMTPServerConfig
 
         options = server.options
         files = self.pki.files(options.get("certificate", "lab"))
         config = SMTPServerConfig(
             role=role,
-            host=LAB_HOST,
+            host=host,
             users={LAB_USER: password} if role != "mta" else {},
             cert_file=files.cert,
             key_file=files.key,
@@ -255,13 +269,18 @@ class LabPool:
         return config.with_faults(dict(faults)) if faults else config
 
     def _mail_target(
-        self, server: LabServer, protocol: str, port: int, password: str | None
+        self,
+        server: LabServer,
+        protocol: str,
+        port: int,
+        password: str | None,
+        host: str = LAB_HOST,
     ) -> Target:
         certificate = server.options.get("certificate", "lab")
         return Target(
             name=f"lab-{server.name}",
             protocol=protocol,
-            host=LAB_HOST,
+            host=LAB_HOST if host in ("0.0.0.0", "::") else host,
             port=port,
             trust=self._trust(server, certificate),
             server_name=LAB_SERVER_NAME,
@@ -283,10 +302,11 @@ class LabPool:
         role = server.options.get("role", "submission")
         password = secrets.token_urlsafe(12) if role != "mta" else None
         mailbox = Mailbox()
-        lab = self._start_mail(instance, self._mail_config(server, role, password or ""), mailbox)
+        config = self._mail_config(server, role, password or "", self.host)
+        lab = self._start_mail(instance, config, mailbox)
         instance.details.update(server=lab, mailbox=mailbox)
         instance.params["submit-message"] = {"mailbox": mailbox}
-        instance.target = self._mail_target(server, server.protocol, lab.port, password)
+        instance.target = self._mail_target(server, server.protocol, lab.port, password, self.host)
 
     def _smtp_nat(self, server: LabServer, instance: LabInstance) -> None:
         """The sendmail-box cure: the router maps an outside port (587) onto the MTA's 25.

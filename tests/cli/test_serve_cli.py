@@ -65,3 +65,12 @@ def test_serve_ftps_prints_what_a_person_needs_and_stops_on_ctrl_c() -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=5)
+
+
+def test_listening_beyond_loopback_is_warned_about() -> None:
+    from harness.cli.serve import exposure_warning
+
+    assert exposure_warning("127.0.0.1") is None and exposure_warning("::1") is None
+    assert exposure_warning("localhost") is None
+    assert "not loopback" in (exposure_warning("0.0.0.0") or "")
+    assert "not loopback" in (exposure_warning("192.0.2.7") or "")
