@@ -281,8 +281,9 @@ def judge_mail_before_auth(
         expected=expected, observed=_brief(mail), replies=replies,
         advice="Require authentication on the submission port (Postfix master.cf: "
                "-o smtpd_sender_restrictions=reject_sender_login_mismatch,"
-               "permit_sasl_authenticated,reject); if the server only refuses at RCPT "
-               "time by design, set the check parameter accept_refusal_at_rcpt.",
+               "permit_sasl_authenticated,reject -o smtpd_delay_reject=no; without the "
+               "latter Postfix defers the refusal to RCPT); if the server only refuses at "
+               "RCPT time by design, set the check parameter accept_refusal_at_rcpt.",
     )
 
 
@@ -290,7 +291,9 @@ def judge_state_reset(mail: Reply, auth: Reply | None = None) -> CheckResult:
     """After STARTTLS the server must forget the pre-TLS EHLO (RFC 3207 4.2)."""
     expected = "after the handshake, MAIL without a new EHLO refused with 503"
     replies = wire(mail, auth)
-    advice = "Discard all pre-TLS session state after STARTTLS, as RFC 3207 4.2 requires."
+    advice = ("Discard all pre-TLS session state after STARTTLS, as RFC 3207 4.2 requires; "
+              "a server that accepts MAIL without any EHLO fails this too (Postfix: "
+              "smtpd_helo_required = yes).")
     if mail.code == 503:
         return _result(STATE_RESET, Status.PASS, "server asked for a new EHLO after STARTTLS",
                        expected=expected, observed=_brief(mail), replies=replies)
