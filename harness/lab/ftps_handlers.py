@@ -8,7 +8,9 @@ What stock pyftpdlib 2.2 lacks, and is added here:
   a data connection that did not resume the control session is closed and answered
   ``522`` on the control connection, exactly like vsftpd;
 * passive-range exhaustion as an error (``425``) instead of a silent random port;
-* PROT C refused at transfer time too, not only at PASV/PORT.
+* PROT C refused at transfer time too, not only at PASV/PORT;
+* deliberate faults, each switched on per server: no banner, the control connection
+  dropped once data flows, a data channel that stalls, AUTH TLS refused.
 
 The policy lives in small methods (``control_refusal``, ``data_refusal``,
 ``data_session_refusal``, ``passive_unavailable_reply``) so fault servers can override
@@ -31,6 +33,9 @@ from pyftpdlib.handlers.ftp.dispatchers import PassiveDTP
 from pyftpdlib.log import logger
 
 REUSE_REQUIRED_REPLY = "522 SSL connection failed; session reuse required"
+UNCLEAN_UPLOAD_REPLY = (
+    "426 Data connection closed without TLS close_notify; upload may be truncated."
+)
 PASSIVE_EXHAUSTED_REPLY = "425 No passive port available."
 CONTROL_TLS_REQUIRED_REPLY = "550 SSL/TLS required on the control channel."
 DATA_TLS_REQUIRED_REPLY = "550 SSL/TLS required on the data channel."
@@ -109,9 +114,28 @@ class _LabControl:
     """Control-channel behaviour shared by the plain and the TLS handler."""
 
     lab: ClassVar[LabSink]
+    no_banner: ClassVar[bool] = False
+    drop_control_during_transfer: ClassVar[bool] = False
+    stall_data: ClassVar[bool] = False
 
     def passive_unavailable_reply(self) -> str:
         return PASSIVE_EXHAUSTED_REPLY
+
+    def greet(self) -> None:
+        """The 220 banner, unless this server is the one that never greets."""
+        if not self.no_banner:
+            FTPHandler.handle(self)
+
+    def handle(self) -> None:
+        self.greet()
+
+    def drop_control(self) -> None:
+        """Cut the control connection like a crashed server or a NAT timeout: no reply,
+        no TLS close_notify; pyftpdlib closes the data connection with it."""
+        if getattr(self, "_closed", False):
+            return
+        self._error = True  # tells pyftpdlib's TLS mixin to skip the close_notify
+        self.close()  # type: ignore[attr-defined]
 
     def _make_epasv(self, extmode: bool = False) -> None:
         try:
@@ -126,11 +150,74 @@ class LabFTPHandler(_LabControl, FTPHandler):  # type: ignore[misc]
     """Plain FTP (no TLS at all): the baseline for benchmarks."""
 
 
-class LabDTPHandler(DTPHandler):  # type: ignore[misc]
+class _LabDataFaults:
+    """Data-channel faults, driven by the control handler's switches.
+
+    ``stall_data``: a download's data is queued but never sent; the connection stays
+    open and readable, so when the client gives up and closes it the server answers
+    ``426`` like any server whose transfer was cut. ``drop_control_during_transfer``:
+    as soon as the first data bytes move, the control connection is cut.
+    """
+
+    cmd_channel: Any
+    ioloop: Any
+    producer_fifo: Any
+    _initialized: bool
+    _wanted_io_events: int
+    _dropping = False
+    stalled = False
+
+    def _moved_data(self) -> None:
+        control = self.cmd_channel
+        if control.drop_control_during_transfer and not self._dropping:
+            self._dropping = True
+            self.ioloop.call_later(0, control.drop_control, _errback=control.handle_error)
+
+    def send(self, data: bytes) -> int:
+        sent = int(super().send(data))  # type: ignore[misc]
+        if sent:
+            self._moved_data()
+        return sent
+
+    def recv(self, buffer_size: int) -> bytes:
+        chunk = bytes(super().recv(buffer_size))  # type: ignore[misc]
+        if chunk:
+            self._moved_data()
+        return chunk
+
+    def _stall(self, item: Any) -> None:
+        self.stalled = True
+        self._initialized = True
+        self.producer_fifo.append(item)  # queued, so closing counts as "not finished"
+        self._wanted_io_events = self.ioloop.READ
+        self.modify_ioloop_events(self.ioloop.READ)  # type: ignore[attr-defined]
+
+    def readable(self) -> bool:
+        if self.stalled:
+            return True  # only to notice the client hanging up
+        return bool(super().readable())  # type: ignore[misc]
+
+    def writable(self) -> bool:
+        return False if self.stalled else bool(super().writable())  # type: ignore[misc]
+
+    def push(self, data: bytes) -> None:
+        if self.cmd_channel.stall_data:
+            self._stall(data)
+            return
+        super().push(data)  # type: ignore[misc]
+
+    def push_with_producer(self, producer: Any) -> None:
+        if self.cmd_channel.stall_data:
+            self._stall(producer)
+            return
+        super().push_with_producer(producer)  # type: ignore[misc]
+
+
+class LabDTPHandler(_LabDataFaults, DTPHandler):  # type: ignore[misc]
     """Plain data channel; buffer sizes are set per server."""
 
 
-class LabTLSDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
+class LabTLSDTPHandler(_LabDataFaults, TLS_DTPHandler):  # type: ignore[misc]
     """TLS data channel that can insist on resuming the control connection's session.
 
     The verdict is taken when the handshake completes but delivered only once a
@@ -167,16 +254,40 @@ class LabTLSDTPHandler(TLS_DTPHandler):  # type: ignore[misc]
         self.cmd_channel.lab.record_tls_failure("data channel TLS handshake failed")
         super().handle_failed_ssl_handshake()
 
-    # A transfer that starts after a refused handshake is answered right away.
+    # A transfer that starts after a refused handshake is answered right away, before a
+    # single byte goes out (vsftpd sends nothing either).
     def push(self, data: bytes) -> None:
-        super().push(data)
         if self._session_refusal is not None:
+            self._initialized = True
             self._refuse_session()
+            return
+        super().push(data)
 
     def push_with_producer(self, producer: Any) -> None:
-        super().push_with_producer(producer)
         if self._session_refusal is not None:
+            self._initialized = True
             self._refuse_session()
+            return
+        super().push_with_producer(producer)
+
+    def close(self) -> None:
+        """An upload that ends without the client's TLS close_notify may be cut short.
+
+        pyftpdlib treats any end of the connection as the end of the file and answers
+        226; a connection reset mid-upload then leaves a truncated file reported as
+        complete. Like vsftpd's ``strict_ssl_read_eof``, the lab answers 426 instead.
+        """
+        if (
+            not self._closed
+            and self.receive
+            and self.transfer_finished
+            and self._session_refusal is None
+            and self._ssl_established
+            and not self.socket.get_shutdown() & SSL.RECEIVED_SHUTDOWN
+        ):
+            self.transfer_finished = False
+            self._resp = (UNCLEAN_UPLOAD_REPLY, logger.info)
+        super().close()
 
     def enable_receiving(self, type: str, cmd: str) -> None:
         super().enable_receiving(type, cmd)
@@ -193,6 +304,7 @@ class LabTLSHandler(_LabControl, TLS_FTPHandler):  # type: ignore[misc]
 
     implicit_tls: ClassVar[bool] = False
     require_session_reuse: ClassVar[bool] = False
+    auth_tls_refusal: ClassVar[str | None] = None
     _banner_pending = False
 
     # --- implicit FTPS: handshake first, banner afterwards
@@ -208,7 +320,7 @@ class LabTLSHandler(_LabControl, TLS_FTPHandler):  # type: ignore[misc]
         super().handle_ssl_established()
         if self._banner_pending:
             self._banner_pending = False
-            FTPHandler.handle(self)
+            self.greet()
 
     def handle_failed_ssl_handshake(self) -> None:
         where = "implicit TLS" if self._banner_pending else "AUTH TLS"
@@ -240,6 +352,9 @@ class LabTLSHandler(_LabControl, TLS_FTPHandler):  # type: ignore[misc]
         return None
 
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
+        if cmd == "AUTH" and self.auth_tls_refusal is not None:
+            self.respond(self.auth_tls_refusal)
+            return
         reply = self.control_refusal(cmd) or self.data_refusal(cmd)
         if reply is not None:
             self.respond(reply)

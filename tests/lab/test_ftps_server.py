@@ -602,3 +602,61 @@ def test_banner_and_multiline_banner(lab: Any) -> None:
         welcome = plain.connect(server.host, server.port)
         assert long_banner in welcome
         plain.close()
+
+
+# --- nothing leaks before a refusal; nothing truncated is reported complete -------------
+
+
+@pytest.mark.parametrize("tls", ["1.2", "1.3"])
+def test_refused_data_connection_carries_no_byte_even_after_a_finished_handshake(
+    lab: Any, ca_context: Any, tls: str
+) -> None:
+    """The data handshake completes before RETR arrives; still, not one byte goes out."""
+    with lab(require_session_reuse=True, passive_ports=None) as server:
+        ftp = _login(server, ca_context(tls), cls=ftplib.FTP_TLS)
+        (server.home(USER) / "big.bin").write_bytes(os.urandom(1024 * 1024))
+        host, port = ftplib.parse227(ftp.sendcmd("PASV"))
+        raw = socket.create_connection((host, port), timeout=TIMEOUT)
+        data = ftp.context.wrap_socket(raw, server_hostname=ftp.host)  # a fresh session
+        deadline = time.monotonic() + TIMEOUT
+        while not server.data_handshakes and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.data_handshakes and server.data_handshakes[-1].refused
+        ftp.putcmd("RETR big.bin")
+        received = b""
+        try:
+            while chunk := data.recv(65536):
+                received += chunk
+        except (ssl.SSLError, OSError):
+            pass
+        data.close()
+        replies = [ftp.getline()]
+        if replies[0].startswith(("150", "125")):
+            replies.append(ftp.getline())
+        assert received == b""
+        assert replies[-1] == REUSE_REQUIRED_REPLY
+        ftp.close()
+
+
+def test_upload_cut_without_close_notify_is_answered_426_not_226(lab: Any, ca_context: Any) -> None:
+    with lab() as server:
+        ftp = _login(server, ca_context("1.2"))
+        data, _ = ftp.ntransfercmd("STOR cut.bin")
+        data.sendall(os.urandom(256 * 1024))
+        # Close the TCP connection without TLS close_notify, as a crashing client would.
+        data.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        data.close()
+        reply = ftp.getline()
+        assert reply.startswith("426"), reply
+        assert "close_notify" in reply
+        assert ftp.voidcmd("NOOP").startswith("200")
+        ftp.close()
+
+
+def test_upload_with_close_notify_is_complete(lab: Any, ca_context: Any) -> None:
+    with lab() as server:
+        ftp = _login(server, ca_context("1.3"))
+        payload = os.urandom(256 * 1024)
+        assert ftp.storbinary("STOR whole.bin", io.BytesIO(payload)).startswith("226")
+        assert (server.home(USER) / "whole.bin").read_bytes() == payload
+        ftp.quit()
