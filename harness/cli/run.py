@@ -14,14 +14,16 @@ Examples:
   lab run                                  all scenarios in ./scenarios, embedded lab
   lab run scenarios/iis-ftps-self-signed.yaml -k transfers
   lab run --lab-inventory inventory.yaml --lab-group release-42
+  lab run --lab-html out/lab.html --lab-junit out/lab.xml
 """,
 )
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
 def run(pytest_args: tuple[str, ...]) -> None:
     """Run scenarios (default ./scenarios); other arguments go to pytest.
 
-    Every --lab-* option of the pytest plugin works here, e.g. --lab-inventory,
-    --lab-target, --lab-group, --lab-url, --lab-timeout.
+    Every --lab-* option of the pytest plugin works here: --lab-inventory,
+    --lab-target, --lab-group, --lab-url, --lab-timeout, --lab-shard, --lab-junit,
+    --lab-json, --lab-html, --lab-full-trace (see `pytest --help`).
     """
     import pytest
 
