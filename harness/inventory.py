@@ -104,7 +104,12 @@ class Inventory:
         trust_fields = fields.get("trust", {})
         ca_file = None
         if "ca_file" in trust_fields:
-            ca_file = (self.file.parent / trust_fields["ca_file"]).resolve()
+            try:
+                ca_file = (self.file.parent / trust_fields["ca_file"]).resolve()
+            except (OSError, ValueError) as exc:  # a NUL byte, a symlink loop
+                raise self.document.error(
+                    (*field_path("trust"), "ca_file"), f"not a usable path: {exc}"
+                ) from None
             if not ca_file.is_file():
                 raise self.document.error(
                     (*field_path("trust"), "ca_file"), f"no such file: {ca_file}"
@@ -135,7 +140,7 @@ class Inventory:
             timeout=float(fields.get("timeout", 10.0)),
             policy=fields.get("policy", "require"),
             passive_address=fields.get("passive_address"),
-            passive_ports=tuple(ports) if ports else None,
+            passive_ports=(int(ports[0]), int(ports[1])) if ports else None,
             session_reuse_required=fields.get("session_reuse_required"),
             groups=tuple(fields.get("groups", ())),
             labels=dict(fields.get("labels", {})),
@@ -166,7 +171,11 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> Target:
 
     env = os.environ if env is None else env
     where = f"--lab-url {url}"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - parsing the netloc can raise too
+    except ValueError as exc:  # "Invalid IPv6 URL" and the like
+        raise SourceError(where, None, "url", f"not a valid URL: {exc}") from None
     protocol = parts.scheme
     if protocol not in DEFAULT_PORTS:
         raise SourceError(where, None, "scheme", f"must be one of {', '.join(DEFAULT_PORTS)}")
@@ -204,6 +213,8 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> Target:
         timeout = float(query.get("timeout", 10.0))
     except ValueError as exc:
         raise SourceError(where, None, "port/timeout", str(exc)) from None
+    if not 0 < timeout <= 300:  # also refuses nan and inf
+        raise SourceError(where, None, "timeout", "must be a number of seconds in (0, 300]")
     return Target(
         name=parts.hostname,
         protocol=protocol,

@@ -177,6 +177,16 @@ class ScenarioFile(pytest.File):
                             reason=f"{entry.check} does not apply to {protocol} targets"
                         )
                     )
+                elif remote is not None and scenario.lab and entry.expect != "pass":
+                    # expect: fail/error describes the scenario's deliberately broken lab
+                    # servers; a remote target that lacks the fault must not turn red.
+                    broken = ", ".join(entry.targets or [s.name for s in scenario.lab])
+                    item.add_marker(
+                        pytest.mark.skip(
+                            reason=f"expect: {entry.expect} demonstrates a fault of lab "
+                            f"server(s) {broken}; not applied to remote targets"
+                        )
+                    )
                 item.add_marker(pytest.mark.lab_target(_target_id(target)))
                 yield item
 

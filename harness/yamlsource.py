@@ -20,6 +20,10 @@ import yaml
 Path_ = tuple[str | int, ...]
 
 MAX_FILE_BYTES = 1_000_000
+# Values built from one document, aliases expanded. Far above any real scenario or
+# inventory; an alias "bomb" (anchors nesting anchors) stops here instead of exhausting
+# memory and time.
+MAX_VALUES = 200_000
 
 
 class SourceError(Exception):
@@ -66,7 +70,25 @@ def dotted(path: Path_) -> str:
     return out
 
 
-def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: Path) -> Any:
+class _Budget:
+    """Counts built values so alias expansion cannot grow without end."""
+
+    def __init__(self, limit: int) -> None:
+        self.left = limit
+
+    def spend(self, file: Path, node: yaml.Node, path: Path_) -> None:
+        self.left -= 1
+        if self.left < 0:
+            raise SourceError(
+                file, node.start_mark.line + 1, dotted(path),
+                f"document too large: more than {MAX_VALUES} values (aliases expanding?)",
+            )
+
+
+def _build(
+    node: yaml.Node, path: Path_, lines: dict[Path_, int], file: Path, budget: _Budget
+) -> Any:
+    budget.spend(file, node, path)
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
@@ -88,13 +110,27 @@ def _build(node: yaml.Node, path: Path_, lines: dict[Path_, int], file: Path) ->
                     f"duplicate key (first defined on line {lines[(*path, key)]})",
                 )
             lines[(*path, key)] = key_node.start_mark.line + 1
-            result[key] = _build(value_node, (*path, key), lines, file)
+            result[key] = _build(value_node, (*path, key), lines, file, budget)
             lines[(*path, key)] = key_node.start_mark.line + 1
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*path, i), lines, file) for i, item in enumerate(node.value)]
-    # Scalars: the safe constructor resolves ints, bools, floats and nulls.
-    return _SCALARS.construct_object(node, deep=True)
+        return [
+            _build(item, (*path, i), lines, file, budget) for i, item in enumerate(node.value)
+        ]
+    # Scalars: the safe constructor resolves ints, bools, floats and nulls. Only some of
+    # its failures are ConstructorError: a date like 2020-13-45 or an int of 5000 digits
+    # raises ValueError, "!!timestamp x" AttributeError, "!!bool x" KeyError. Building a
+    # scalar is pure conversion, so every failure here is the file's, not ours.
+    try:
+        return _SCALARS.construct_object(node, deep=True)
+    except yaml.constructor.ConstructorError as exc:
+        problem = exc.problem or str(exc)
+    except Exception as exc:
+        problem = f"{exc}" if str(exc) else type(exc).__name__
+    tag = node.tag.rpartition(":")[2] if node.tag.startswith("tag:yaml.org") else node.tag
+    raise SourceError(
+        file, node.start_mark.line + 1, dotted(path), f"invalid value for {tag}: {problem}"
+    )
 
 
 _SCALARS = yaml.SafeLoader("")
@@ -126,7 +162,7 @@ def parse(file: Path, text: str | None = None) -> Document:
         raise SourceError(file, None, "", "expected exactly one YAML document")
     lines: dict[Path_, int] = {}
     try:
-        data = _build(nodes[0], (), lines, file)
+        data = _build(nodes[0], (), lines, file, _Budget(MAX_VALUES))
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         raise SourceError(

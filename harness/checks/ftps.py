@@ -25,6 +25,7 @@ from harness.protocols.ftp import FTPProtocolError, Reply
 from harness.protocols.ftps_client import (
     FTPClosed,
     FTPConnectTimeout,
+    FTPControlLost,
     FTPDriverError,
     FTPSClient,
     FTPTimeout,
@@ -37,6 +38,7 @@ from harness.protocols.tls import (
     TLSFacts,
     Trust,
     client_context,
+    explain_tls_failure,
     is_protocol_alert,
     legacy_client_context,
 )
@@ -75,7 +77,11 @@ def describe_error(exc: BaseException, step: str = "", timeout: float | None = N
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verification failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS handshake failed: {exc.reason or exc}"
+        return f"TLS handshake failed: {explain_tls_failure(exc)}"
+    if isinstance(exc, FTPControlLost):
+        return str(exc)
+    if isinstance(exc, FTPClosed):
+        return f"the server closed the control connection ({exc})"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, TimeoutError):
@@ -160,7 +166,9 @@ class Probe:
         """Abort with ``error`` when a precondition step is not answered as needed."""
         if reply.code not in codes:
             hint = f" (see {see})" if see else ""
-            raise self.abort(Status.ERROR, f"{what} answered {reply.code}{hint}",
+            text = reply.first[4:].strip() if reply.first[:3] == str(reply.code) else ""
+            said = f": {text[:120]}" if text else ""
+            raise self.abort(Status.ERROR, f"{what} answered {reply.code}{said}{hint}",
                              replies=reply.wire_lines)
         return reply
 
@@ -343,7 +351,7 @@ def auth_tls(probe: Probe) -> CheckResult:
             probe.step = "AUTH TLS"
             reply = client.auth_tls()
     except ssl.SSLError as exc:
-        return verdicts.judge_auth_tls(reply, None, describe_error(exc), implicit=implicit)
+        return verdicts.judge_auth_tls(reply, None, explain_tls_failure(exc), implicit=implicit)
     return verdicts.judge_auth_tls(reply, tls_evidence(client.tls) or None, None,
                                    implicit=implicit)
 
@@ -640,24 +648,11 @@ def transfers(probe: Probe) -> CheckResult:
             advice=verdicts.ADVICE_TLS_VERSIONS,
         )
     session = TransferSession(forced_tls=tls, negotiated=client.tls.version if client.tls else None)
-    for index in range(count):
-        item = FileRound(_name(probe, index), size + index)
-        session.files.append(item)
-        probe.step = f"STOR {item.name}"
-        item.stor = client.stor(item.name, random_chunks(item.size), mode=mode)
-        if not item.stor.ok:
-            break
-        probe.step = f"RETR {item.name}"
-        item.retr = client.retr(item.name, mode=mode)
-        if not item.retr.ok:
-            break
-    probe.step = "LIST"
-    listing = client.list(mode=mode)
-    session.listings.append(listing)
-    if listing.ok:
-        names = listing.data.decode("utf-8", errors="replace")
-        for item in session.files:
-            item.listed = item.name in names
+    try:
+        _transfer_rounds(probe, client, session, count, size, mode)
+    except FTPControlLost as exc:
+        session.control_lost = exc.transfer
+        return verdicts.judge_transfers(session)
     for item in session.files:
         if item.stor is not None and item.stor.ok:
             probe.step = f"DELE {item.name}"
@@ -666,6 +661,31 @@ def transfers(probe: Probe) -> CheckResult:
     session.quit = client.quit()
     session.control_shutdown = client.shutdown_tls()
     return verdicts.judge_transfers(session)
+
+
+def _transfer_rounds(
+    probe: Probe, client: FTPSClient, session: TransferSession, count: int, size: int, mode: str
+) -> None:
+    """STOR + RETR per file, then one LIST; stops at the first failed data connection
+    (the verdict is known, and another stalled connection would only cost time)."""
+    for index in range(count):
+        item = FileRound(_name(probe, index), size + index)
+        session.files.append(item)
+        probe.step = f"STOR {item.name}"
+        item.stor = client.stor(item.name, random_chunks(item.size), mode=mode)
+        if not item.stor.ok:
+            return
+        probe.step = f"RETR {item.name}"
+        item.retr = client.retr(item.name, mode=mode)
+        if not item.retr.ok:
+            return
+    probe.step = "LIST"
+    listing = client.list(mode=mode)
+    session.listings.append(listing)
+    if listing.ok:
+        names = listing.data.decode("utf-8", errors="replace")
+        for item in session.files:
+            item.listed = item.name in names
 
 
 @ftps_check(verdicts.QUIT)

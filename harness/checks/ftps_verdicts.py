@@ -131,6 +131,18 @@ ADVICE_TRANSFER = (
     "inspecting FTP."
 )
 ADVICE_QUIT = "The server should answer QUIT with 221 and close the connection (RFC 959)."
+ADVICE_CONTROL_LOST = (
+    "The server (or a firewall/NAT between) cut the control connection while data moved: "
+    "look for a crash or a restart in the server log, an idle timeout on the control "
+    "connection in a firewall or NAT (raise it above the longest transfer), or a load "
+    "balancer that does not keep the control connection alive during transfers."
+)
+ADVICE_STALL = (
+    "The data connection was accepted but nothing moved: a firewall or NAT forwarding the "
+    "passive range but dropping its packets, a proxy holding the data, or a hung server "
+    "process (IIS: FTP service state; vsftpd/ProFTPD: a blocked child process). Check the "
+    "passive range end to end and the server log for the transfer."
+)
 ADVICE_TRUST = {
     "expired": "Renew the certificate and bind the new one (IIS: FTP SSL Settings > SSL "
     "Certificate; vsftpd: rsa_cert_file; ProFTPD: TLSRSACertificateFile; pure-ftpd: "
@@ -185,9 +197,14 @@ def judge_banner(reply: Reply | None, error: str | None = None) -> CheckResult:
     advice = {
         120: "The server is starting up (120); retry later.",
         421: "421: the server refuses service (too many connections, host not allowed, "
-        "shutting down); check connection limits and IP restrictions.",
+        "shutting down); check connection limits (IIS: Connections > Max Connections; "
+        "vsftpd: max_clients/max_per_ip; ProFTPD: MaxClients; pure-ftpd: -c/-C) and IP "
+        "restrictions.",
     }.get(reply.code, "The server greeted with an unexpected code.")
-    return _result(BANNER, Status.FAIL, f"banner was {reply.code}, not 220",
+    summary = f"banner was {reply.code}, not 220"
+    if reply.code == 421:
+        summary = f"server refuses service with 421 instead of a 220 banner: {reply.text[:160]}"
+    return _result(BANNER, Status.FAIL, summary,
                    expected=expected, observed=brief(reply), replies=wire(reply), advice=advice)
 
 
@@ -217,7 +234,10 @@ def judge_auth_tls(
     expected = "TLS handshake on connect" if implicit else "AUTH TLS -> 234, then a TLS handshake"
     evidence = {"mode": "implicit" if implicit else "explicit", **(tls or {})}
     if not implicit and reply is not None and reply.code != 234:
-        return _result(AUTH_TLS, Status.FAIL, f"AUTH TLS answered {reply.code}, not 234",
+        refused = "refused: " if reply.negative else ""
+        return _result(AUTH_TLS, Status.FAIL,
+                       f"AUTH TLS {refused}answered {reply.code}, not 234 ({brief(reply)}): "
+                       "the server does not offer explicit FTPS",
                        expected=expected, observed=brief(reply), replies=wire(reply),
                        evidence=evidence, advice=ADVICE_ENABLE_TLS)
     if error is not None or tls is None:
@@ -629,7 +649,7 @@ def judge_pasv_address(
                        replies=replies, evidence=evidence, advice=ADVICE_PASV_PORTS)
     if transfer is not None and not transfer.ok:
         return _result(PASV_ADDRESS, Status.FAIL,
-                       f"address correct but the data connection failed: {transfer.describe()}",
+                       f"address correct but the data connection failed: {transfer.diagnosis}",
                        expected=expected, observed=observed, replies=replies,
                        evidence=evidence, advice=ADVICE_PASV_REACH)
     return _result(PASV_ADDRESS, Status.PASS, f"PASV announces {announced}:{port}",
@@ -659,7 +679,7 @@ def judge_epsv(
         return _result(EPSV, Status.FAIL, problem, expected=expected, observed=brief(reply),
                        replies=replies, evidence=evidence, advice=ADVICE_PASV_PORTS)
     if transfer is None or not transfer.ok:
-        what = transfer.describe() if transfer else "no transfer"
+        what = transfer.diagnosis if transfer else "no transfer"
         return _result(EPSV, Status.FAIL, f"EPSV data connection failed: {what}",
                        expected=expected, observed=what, replies=replies, evidence=evidence,
                        advice=ADVICE_PASV_REACH)
@@ -694,7 +714,7 @@ def judge_session_reuse(
     failed = [t for t in transfers if not t.ok]
     if failed:
         return _result(SESSION_REUSE, Status.FAIL,
-                       f"data connection with session reuse failed: {failed[0].describe()}",
+                       f"data connection with session reuse failed: {failed[0].diagnosis}",
                        expected=expected, observed=failed[0].describe(), replies=replies,
                        evidence=evidence, advice=ADVICE_REUSE_SUPPORT)
     not_reused = [t for t in transfers if t.session_reused is not True]
@@ -756,6 +776,7 @@ class TransferSession:
     listings: list[Transfer] = field(default_factory=list)
     quit: Reply | None = None
     control_shutdown: str = ""
+    control_lost: Transfer | None = None  # the transfer during which the server hung up
 
     @property
     def data_connections(self) -> list[Transfer]:
@@ -789,6 +810,11 @@ def judge_transfers(session: TransferSession) -> CheckResult:
         return _result(TRANSFERS, Status.FAIL, summary, expected=expected, observed=observed,
                        replies=replies, evidence=evidence, advice=advice)
 
+    lost = session.control_lost
+    if lost is not None:
+        evidence["control_lost"] = lost.to_dict()
+        return fail(lost.diagnosis, lost.error or lost.diagnosis, wire(*lost.replies),
+                    ADVICE_CONTROL_LOST)
     wanted = _TLS_NAMES.get(session.forced_tls or "")
     if wanted and session.negotiated != wanted:
         return fail(f"server negotiated {session.negotiated} although the client offered only "
@@ -802,6 +828,9 @@ def judge_transfers(session: TransferSession) -> CheckResult:
             if step is None:
                 continue
             if not step.ok:
+                if step.stalled:
+                    return fail(step.diagnosis, step.describe(), wire(*step.replies),
+                                ADVICE_STALL)
                 return fail(f"{step.command} failed: {step.describe()}", step.describe(),
                             wire(*step.replies), ADVICE_TRANSFER)
         if item.stor is not None and item.retr is not None and (

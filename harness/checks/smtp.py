@@ -36,7 +36,7 @@ from harness.protocols.smtp_client import (
     SMTPClosed,
     SMTPDriverError,
 )
-from harness.protocols.tls import PinMismatch, Trust, client_context
+from harness.protocols.tls import PinMismatch, Trust, client_context, explain_tls_failure
 from harness.results import CheckResult, Status
 from harness.targets import SMTP_PROTOCOLS, Target
 from harness.transcript import Transcript
@@ -59,9 +59,11 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLCertVerificationError):
         return f"certificate verification failed: {exc.verify_message}"
     if isinstance(exc, ssl.SSLError):
-        return f"TLS error: {exc.reason or exc}"
+        return f"TLS error: {explain_tls_failure(exc)}"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, SMTPProtocolError):
+        return f"malformed reply: {exc}"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
@@ -280,7 +282,7 @@ def smtp_starttls(probe: Probe) -> CheckResult:
         facts = client.handshake(probe.context(verify=False), probe.target.tls_name)
     except (ssl.SSLError, OSError, SMTPDriverError) as exc:
         probe.broken = True
-        return verdicts.judge_starttls(True, reply, describe_error(exc), None)
+        return verdicts.judge_starttls(True, reply, _starttls_failure(exc), None)
     probe.evidence["tls"] = facts.to_dict()
     probe.step = "EHLO after TLS"
     try:
@@ -292,6 +294,18 @@ def smtp_starttls(probe: Probe) -> CheckResult:
     if client.ehlo_info is not None:
         probe.evidence["ehlo_after_tls"] = client.ehlo_info.to_dict()
     return verdicts.judge_starttls(True, reply, None, after, probe.evidence["tls"])
+
+
+def _starttls_failure(exc: BaseException) -> str:
+    """The handshake after ``220`` failed: a server that hangs up at once is named as such."""
+    reason = str(getattr(exc, "reason", None) or "")
+    hung_up = isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError,
+                               BrokenPipeError, SMTPClosed)) or "EOF" in reason.upper()
+    if hung_up:
+        detail = f" ({reason})" if reason else ""
+        return ("the server closed the connection right after 220 to STARTTLS, before the "
+                f"handshake could start{detail}")
+    return describe_error(exc)
 
 
 def _implicit_tls(probe: Probe) -> CheckResult:

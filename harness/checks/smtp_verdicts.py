@@ -234,7 +234,7 @@ def judge_auth_not_before_tls(
     notes: list[str] = []
     failures: list[str] = []
     if shown:
-        failures.append(f"pre-TLS EHLO offers AUTH {' '.join(shown)}")
+        failures.append(f"pre-TLS EHLO offers AUTH {' '.join(shown)} before STARTTLS")
     for mechanism, reply in attempts:
         if reply.code in (334, 235) or reply.positive:
             failures.append(f"AUTH {mechanism} before TLS answered {reply.code}")

@@ -51,6 +51,17 @@ POLICIES = ("require", "allow")
 # TLS 1.2 suites with forward secrecy and AEAD only: no RSA key exchange, no CBC.
 FORWARD_SECRET_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 LEGACY_CIPHERS = "ALL:@SECLEVEL=0"
+# The ``cipher_mismatch`` fault: TLS 1.2 CBC/SHA-1 suites only. Modern clients (Python's
+# default list has !SHA1, browsers and curl dropped them) offer none of them, so the
+# server answers the ClientHello with a handshake_failure alert.
+MISMATCHED_CIPHERS = "ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA"
+# What a server that does not do explicit FTPS answers to AUTH TLS (``refuse_auth_tls``).
+AUTH_TLS_REFUSALS = {
+    500: '500 Command "AUTH" not understood.',
+    502: "502 Command not implemented.",
+    504: "504 Security mechanism not supported.",
+    534: "534 Request denied for policy reasons.",
+}
 _MODERN_VERSIONS = {"1.2": SSL.TLS1_2_VERSION, "1.3": SSL.TLS1_3_VERSION}
 _LEGACY_VERSIONS = {"1.0": SSL.TLS1_VERSION, "1.1": SSL.TLS1_1_VERSION}
 _ANONYMOUS_NAMES = ("anonymous", "ftp")
@@ -88,7 +99,16 @@ class FTPSServerConfig:
     vsftpd's ``require_ssl_reuse=YES``; ``implicit`` is TLS from the first byte (IIS on
     990). ``tls=False`` is plain FTP, a benchmark baseline; ``policy`` is then moot.
     ``legacy_tls_version`` ("1.0"/"1.1") builds a server that still ACCEPTS old TLS,
-    for negative tests; it overrides ``min_tls`` and the cipher list.
+    for negative tests; it overrides ``min_tls`` and the cipher list, and with
+    ``max_tls`` set to a legacy version too the server speaks nothing newer.
+
+    The fault switches below make the server misbehave on purpose, so that each check
+    can be shown to catch (and name) one real-world failure: ``no_banner`` (accept, never
+    greet), ``drop_control_during_transfer`` (close the control connection abruptly
+    once data flows), ``stall_data`` (accept the data connection of a download, send
+    nothing), ``refuse_auth_tls`` (answer AUTH with this code: 500, 502, 504 or 534),
+    ``cipher_mismatch`` (TLS 1.2 with only suites modern clients no longer offer) and
+    ``max_cons`` (1: every connection is answered ``421 Too many connections``).
     """
 
     certfile: str | Path | None = None
@@ -112,6 +132,12 @@ class FTPSServerConfig:
     auth_failed_delay: float = 0.1  # pyftpdlib waits 3 s before a 530
     dtp_in_buffer_size: int = DEFAULT_BUFFER
     dtp_out_buffer_size: int = DEFAULT_BUFFER
+    # Deliberate faults (see the class docstring).
+    no_banner: bool = False
+    drop_control_during_transfer: bool = False
+    stall_data: bool = False
+    refuse_auth_tls: int | None = None
+    cipher_mismatch: bool = False
 
     def __post_init__(self) -> None:
         self.users = [FTPUser.of(user) for user in self.users]
@@ -125,12 +151,24 @@ class FTPSServerConfig:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}, not {self.policy!r}")
         if self.min_tls not in _MODERN_VERSIONS:
             raise ValueError("min_tls must be '1.2' or '1.3' (use legacy_tls_version for older)")
-        if self.max_tls is not None and self.max_tls not in _MODERN_VERSIONS:
-            raise ValueError("max_tls must be '1.2', '1.3' or None")
-        if self.max_tls is not None and self.max_tls < self.min_tls:
-            raise ValueError(f"max_tls {self.max_tls} is below min_tls {self.min_tls}")
         if self.legacy_tls_version is not None and self.legacy_tls_version not in _LEGACY_VERSIONS:
             raise ValueError("legacy_tls_version must be '1.0', '1.1' or None")
+        lowest = self.legacy_tls_version or self.min_tls
+        if self.max_tls is not None:
+            if self.max_tls not in _MODERN_VERSIONS and (
+                self.legacy_tls_version is None or self.max_tls not in _LEGACY_VERSIONS
+            ):
+                raise ValueError("max_tls must be '1.2', '1.3' or None (older only together "
+                                 "with legacy_tls_version)")
+            if self.max_tls < lowest:
+                raise ValueError(f"max_tls {self.max_tls} is below min_tls {lowest}")
+        if self.refuse_auth_tls is not None and self.refuse_auth_tls not in AUTH_TLS_REFUSALS:
+            raise ValueError("refuse_auth_tls must be one of "
+                             + ", ".join(str(code) for code in AUTH_TLS_REFUSALS))
+        if self.cipher_mismatch and self.legacy_tls_version is not None:
+            raise ValueError("cipher_mismatch and legacy_tls_version exclude each other")
+        if self.max_cons < 1:
+            raise ValueError("max_cons must be at least 1")
         if self.tls and not self.certfile:
             raise ValueError("an FTPS server needs certfile (and keyfile unless it is in certfile)")
         if not self.tls and (self.implicit or self.require_session_reuse):
@@ -173,7 +211,10 @@ def build_ssl_context(config: FTPSServerConfig) -> SSL.Context:
         ctx.set_min_proto_version(_MODERN_VERSIONS[config.min_tls])
         ctx.set_cipher_list(FORWARD_SECRET_CIPHERS.encode())
     if config.max_tls is not None:
-        ctx.set_max_proto_version(_MODERN_VERSIONS[config.max_tls])
+        ctx.set_max_proto_version({**_LEGACY_VERSIONS, **_MODERN_VERSIONS}[config.max_tls])
+    if config.cipher_mismatch:  # TLS 1.3 suites cannot be switched off, so no TLS 1.3
+        ctx.set_max_proto_version(SSL.TLS1_2_VERSION)
+        ctx.set_cipher_list(MISMATCHED_CIPHERS.encode())
     certfile = str(config.certfile)
     ctx.use_certificate_chain_file(certfile)
     ctx.use_privatekey_file(str(config.keyfile or certfile))
@@ -285,6 +326,9 @@ class FTPSLabServer:
             "passive_dtp": type(
                 "LabPassiveDTPFor", (self.passive_handler,), {"timeout": config.timeout}
             ),
+            "no_banner": config.no_banner,
+            "drop_control_during_transfer": config.drop_control_during_transfer,
+            "stall_data": config.stall_data,
         }
         data_attrs = {
             "timeout": config.timeout,
@@ -303,6 +347,7 @@ class FTPSLabServer:
             tls_data_required=required,
             implicit_tls=config.implicit,
             require_session_reuse=config.require_session_reuse,
+            auth_tls_refusal=AUTH_TLS_REFUSALS.get(config.refuse_auth_tls or 0),
             dtp_handler=type("LabTLSDTPHandlerFor", (self.tls_data_handler,), data_attrs),
         )
         return attrs
@@ -361,14 +406,23 @@ class FTPSLabServer:
         return context
 
     def _probe(self, timeout: float) -> None:
-        """Prove the server serves: connect, read the whole 220 banner, QUIT."""
+        """Prove the server serves: connect, read the whole 220 banner, QUIT.
+
+        A ``no_banner`` server is proven by the connection alone; a ``max_cons: 1``
+        server by its 421 refusal, which is all it ever answers.
+        """
         sock = socket.create_connection(self.address, timeout=timeout)
         try:
             if self.config.implicit:
                 sock = self._probe_context().wrap_socket(sock)
+            if self.config.no_banner:
+                return
+            refusing = self.config.max_cons <= 1
             with sock.makefile("rb") as reader:
                 while True:
                     line = reader.readline(4096)
+                    if refusing and line.startswith(b"421 "):
+                        return
                     if not line.startswith(b"220"):
                         raise LabStartError(f"server greeted with {line[:100]!r}, not 220")
                     if line[3:4] == b" ":

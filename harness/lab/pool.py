@@ -42,7 +42,17 @@ LAB_TIMEOUT = 5.0
 _PASSIVE_LOW, _PASSIVE_HIGH = 20000, 32000
 
 # FTPS ``faults:`` switches a scenario may set, mapped onto the server configuration.
-FTPS_FAULTS = {"legacy_tls_version", "session_resumption", "banner", "max_cons"}
+FTPS_FAULTS = {
+    "legacy_tls_version",
+    "session_resumption",
+    "banner",
+    "max_cons",
+    "no_banner",
+    "drop_control_during_transfer",
+    "stall_data",
+    "refuse_auth_tls",
+    "cipher_mismatch",
+}
 
 
 @dataclass
@@ -153,8 +163,9 @@ class LabPool:
         min_tls = str(options.get("min_tls", "1.2"))
         max_tls = options.get("max_tls")
         legacy = None
-        if min_tls in ("1.0", "1.1"):  # a legacy-only server, as old builds are
-            legacy, min_tls, max_tls = min_tls, "1.2", None
+        if min_tls in ("1.0", "1.1"):  # a server that still speaks legacy TLS
+            # max_tls "1.0"/"1.1" too: nothing newer, as old builds are.
+            legacy, min_tls = min_tls, "1.2"
         password = secrets.token_urlsafe(12)
         config = FTPSServerConfig(
             certfile=files.cert,

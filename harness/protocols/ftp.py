@@ -18,9 +18,11 @@ MAX_REPLY_LINES = 500
 
 _CODE = re.compile(rb"^([1-5][0-9][0-9])([ -]|$)")
 # RFC 1123 4.1.2.6: scan the 227 text for the six numbers, parentheses are optional.
-_PASV = re.compile(r"(\d{1,3}),\s*(\d{1,3}),\s*(\d{1,3}),\s*(\d{1,3}),\s*(\d{1,3}),\s*(\d{1,3})")
+# ASCII digits only: a str pattern's \d also matches Arabic-Indic and other digits int() takes.
+_PASV = re.compile(r"(\d{1,3}),\s*(\d{1,3}),\s*(\d{1,3}),\s*(\d{1,3}),\s*(\d{1,3}),\s*(\d{1,3})",
+                   re.ASCII)
 # RFC 2428: (<d><d><d><port><d>) with any printable delimiter, usually "|".
-_EPSV = re.compile(r"\(([\x21-\x7e])\1\1(\d{1,5})\1\)")
+_EPSV = re.compile(r"\(([\x21-\x7e])\1\1(\d{1,5})\1\)", re.ASCII)
 
 
 class FTPProtocolError(Exception):

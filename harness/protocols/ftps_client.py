@@ -36,7 +36,7 @@ from harness.protocols.ftp import (
     parse_feat,
     parse_pasv,
 )
-from harness.protocols.tls import TLSFacts, Trust, facts_of
+from harness.protocols.tls import TLSFacts, Trust, explain_tls_failure, facts_of
 from harness.transcript import Transcript
 
 CHUNK = 256 * 1024
@@ -59,6 +59,18 @@ class FTPConnectTimeout(FTPTimeout):
 
 class FTPClosed(FTPDriverError):
     """The server closed the control connection."""
+
+
+class FTPControlLost(FTPClosed):
+    """The control connection was closed while a data command was under way.
+
+    The message says at which stage (before the reply, mid-transfer after 150); the
+    unfinished :class:`Transfer` is attached, so a check can still judge what moved.
+    """
+
+    def __init__(self, message: str, transfer: Transfer) -> None:
+        super().__init__(message)
+        self.transfer = transfer
 
 
 @dataclass(frozen=True)
@@ -107,6 +119,8 @@ class Transfer:
     error: str | None = None
     tls_shutdown: str = "not applicable"
     duration: float = 0.0
+    stall: str = ""  # set when the data connection was open but nothing moved in time
+    control_lost: str = ""  # set when the server closed the control connection meanwhile
 
     @property
     def session_reused(self) -> bool | None:
@@ -138,6 +152,21 @@ class Transfer:
                 return reply
         return None
 
+    @property
+    def stalled(self) -> bool:
+        return bool(self.stall)
+
+    @property
+    def diagnosis(self) -> str:
+        """Like :meth:`describe`, but a stall or a lost control connection comes first:
+        the 426 a server sends after the client gave up is a consequence, not the fault."""
+        if self.control_lost:
+            return self.control_lost
+        if self.stall:
+            after = f"; then the server answered {self.final.first}" if self.final else ""
+            return f"{self.command}: {self.stall}{after}"
+        return self.describe()
+
     def describe(self) -> str:
         parts = [self.command]
         if self.refusal is not None:
@@ -161,6 +190,8 @@ class Transfer:
             "session_reused": self.session_reused,
             "tls_shutdown": self.tls_shutdown,
             "error": self.error,
+            "stall": self.stall or None,
+            "control_lost": self.control_lost or None,
             "seconds": round(self.duration, 3),
         }
 
@@ -273,7 +304,7 @@ class FTPSClient:
             self.transcript.note("TLS handshake timed out")
             raise FTPTimeout("TLS handshake timed out") from exc
         except OSError as exc:
-            self.transcript.note(f"TLS handshake failed: {_describe(exc)}")
+            self.transcript.note(f"TLS handshake failed: {explain_tls_failure(exc)}")
             raise
         facts = facts_of(wrapped)
         self.tls = facts
@@ -511,6 +542,11 @@ class FTPSClient:
         sock.settimeout(timeout)
         try:
             sock.do_handshake()
+        except TimeoutError:
+            sock.close()
+            record.stall = (f"data channel stalled: the server accepted the data connection "
+                            f"but did not complete the TLS handshake within {timeout:g} s")
+            raise
         except BaseException:
             sock.close()
             raise
@@ -543,9 +579,32 @@ class FTPSClient:
         self.transfers.append(record)
         try:
             self._run_transfer(record, mode, upload, sink, keep, deadline)
+        except FTPClosed as exc:
+            raise self._control_lost(record, exc) from exc
         finally:
             record.duration = time.monotonic() - start
         return record
+
+    def _control_lost(self, record: Transfer, exc: FTPClosed) -> FTPControlLost:
+        """Name the stage at which the server dropped the control connection."""
+        if record.setup is None:
+            stage = f"at {record.command.split()[0]}'s PASV/EPSV, before the transfer"
+        elif record.preliminary is None:
+            stage = f"after {record.command} was sent, before any reply"
+        elif record.preliminary.preliminary:
+            moved = ""
+            if record.size:
+                upload = record.command.startswith(("STOR", "APPE", "STOU"))
+                moved = f", {record.size} bytes {'sent' if upload else 'received'}"
+            stage = (f"mid-transfer: after {record.preliminary.code} to {record.command}"
+                     f"{moved}, no final reply")
+        else:
+            stage = f"after {record.preliminary.code} to {record.command}"
+        note = f"control connection dropped by the server {stage} ({exc})"
+        record.control_lost = note
+        record.error = f"{note}; {record.error}" if record.error else note
+        self.transcript.note(note)
+        return FTPControlLost(note, record)
 
     def _run_transfer(
         self,
@@ -579,7 +638,8 @@ class FTPSClient:
                 try:
                     data_sock = self._wrap_data(raw, record)
                 except (OSError, ValueError) as exc:
-                    record.error = f"data TLS handshake failed: {_describe(exc)}"
+                    record.error = record.stall or (
+                        f"data TLS handshake failed: {explain_tls_failure(exc)}")
                     self.transcript.note(record.error)
                     data_sock = raw
             if record.error is None:
@@ -631,7 +691,19 @@ class FTPSClient:
             reason = _describe(exc)
             if isinstance(exc, TimeoutError) and time.monotonic() >= deadline - 0.01:
                 reason = f"transfer deadline of {self.transfer_timeout:g} s exceeded"
-            record.error = f"data transfer failed after {record.size} bytes: {reason}"
+                record.error = f"data transfer failed after {record.size} bytes: {reason}"
+            elif isinstance(exc, TimeoutError):
+                waited = sock.gettimeout() or self.timeout
+                if upload is not None:
+                    what = f"stopped reading for {waited:g} s after {record.size} bytes sent"
+                elif record.size:
+                    what = f"stopped sending for {waited:g} s after {record.size} bytes"
+                else:
+                    what = f"accepted the data connection but sent nothing for {waited:g} s"
+                record.stall = f"data channel stalled: the server {what}"
+                record.error = record.stall
+            else:
+                record.error = f"data transfer failed after {record.size} bytes: {reason}"
             self.transcript.note(record.error)
         record.sha256 = digest.hexdigest()
         record.data = bytes(kept)

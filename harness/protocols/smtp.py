@@ -18,7 +18,7 @@ MAX_REPLY_LINE = 2048
 MAX_REPLY_LINES = 200
 
 _REPLY_LINE = re.compile(rb"^([2-5][0-9][0-9])([ -]?)(.*)$", re.DOTALL)
-_ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s|$)")
+_ENHANCED = re.compile(r"^([245])\.([0-9]{1,3})\.([0-9]{1,3})(?:\s|$)")
 
 
 class SMTPProtocolError(Exception):
@@ -180,7 +180,9 @@ class Ehlo:
             return None
         if not values:
             return 0
-        return int(values[0]) if values[0].isdigit() else None
+        value = values[0]
+        # str.isdigit() is true for "²" and other non-ASCII digits int() refuses.
+        return int(value) if value.isascii() and value.isdigit() else None
 
     def to_dict(self) -> dict[str, list[str]]:
         return {key: list(values) for key, values in self.keywords.items()}

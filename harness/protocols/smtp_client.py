@@ -209,6 +209,10 @@ class SMTPClient:
                 del self._buffer[: end + 1]
                 return line
             if len(self._buffer) > self.max_line:
+                # Drop what we hold: an endless line must not grow memory or the transcript.
+                head = bytes(self._buffer[:200]).decode("utf-8", errors="replace")
+                self.transcript.received(f"{head}... ({len(self._buffer)} octets, no end)")
+                self._buffer.clear()
                 raise SMTPProtocolError(f"reply line longer than {self.max_line} octets")
             self._fill(deadline)
 

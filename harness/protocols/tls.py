@@ -161,3 +161,43 @@ def is_protocol_alert(exc: BaseException) -> bool:
         reason = (exc.reason or "").upper()
         return "ALERT" in reason or "WRONG_VERSION_NUMBER" in reason
     return isinstance(exc, ConnectionResetError)
+
+
+# OpenSSL reasons, grouped by what they mean for the person fixing the server.
+_CLIENT_CANNOT_OFFER = ("NO_CIPHERS_AVAILABLE", "NO_PROTOCOLS_AVAILABLE")
+_NO_SHARED_CIPHER = ("NO_SHARED_CIPHER", "HANDSHAKE_FAILURE", "INSUFFICIENT_SECURITY",
+                     "NO_SUITABLE_SIGNATURE_ALGORITHM", "NO_SHARED_SIGNATURE_ALGORITHMS")
+_NO_SHARED_VERSION = ("PROTOCOL_VERSION", "UNSUPPORTED_PROTOCOL", "VERSION_TOO_LOW",
+                      "VERSION_TOO_HIGH", "WRONG_SSL_VERSION", "TLSV1_ALERT_INAPPROPRIATE_FALLBACK")
+_NOT_TLS = ("WRONG_VERSION_NUMBER", "HTTP_REQUEST", "HTTPS_PROXY_REQUEST",
+            "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL")
+
+
+def explain_tls_failure(exc: BaseException) -> str:
+    """What a failed handshake means, in the words an operator searches for.
+
+    OpenSSL's reason codes (``SSLV3_ALERT_HANDSHAKE_FAILURE``...) stay in the text, in
+    parentheses, so nothing is lost; the words in front name the fault.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verification failed: {exc.verify_message or exc}"
+    reason = str(getattr(exc, "reason", None) or "").upper()
+    if isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError,
+                        BrokenPipeError)) or "UNEXPECTED_EOF" in reason:
+        detail = f" ({reason})" if reason else ""
+        return f"the server closed the connection during the TLS handshake{detail}"
+    if any(marker in reason for marker in _CLIENT_CANNOT_OFFER):
+        return f"this client has nothing to offer for these settings ({reason})"
+    if any(marker in reason for marker in _NO_SHARED_CIPHER):
+        return (f"no shared cipher suite: the server rejected every cipher suite this client "
+                f"offered ({reason})")
+    if any(marker in reason for marker in _NO_SHARED_VERSION):
+        return (f"no shared TLS version: the server and this client have no protocol version "
+                f"in common ({reason})")
+    if any(marker in reason for marker in _NOT_TLS):
+        return f"the server did not answer with TLS: wrong protocol on this port ({reason})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error: {exc.reason or exc}"
+    if isinstance(exc, TimeoutError):
+        return "the TLS handshake timed out"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
