@@ -45,6 +45,19 @@ _FIELDS_BY_SERVER: dict[str, set[str]] = {
 }
 _COMMON = {"name", "server"}
 
+def _fault_names(server: str) -> set[str]:
+    """The ``faults:`` switches a lab server kind knows (imported late: the lab is heavy)."""
+    if server == "ftps":
+        from harness.lab.pool import FTPS_FAULTS
+
+        return set(FTPS_FAULTS)
+    if server == "smtp":
+        from harness.lab.smtp import FAULT_OPTIONS
+
+        return set(FAULT_OPTIONS)
+    return set()
+
+
 # The target protocol each lab server kind presents.
 LAB_PROTOCOL: dict[str, str] = {
     "ftps": "ftps",
@@ -128,6 +141,14 @@ def _build(document: Document, known_checks: dict[str, Any]) -> Scenario:
                     (*where, key),
                     f"not an option of server {entry['server']!r} "
                     f"(options: {', '.join(sorted(allowed - _COMMON))})",
+                )
+        known_faults = _fault_names(entry["server"])
+        for fault in entry.get("faults") or {}:
+            if fault not in known_faults:
+                raise document.error(
+                    (*where, "faults", fault),
+                    f"unknown fault for server {entry['server']!r} "
+                    f"(faults: {', '.join(sorted(known_faults))})",
                 )
         options = {k: v for k, v in entry.items() if k not in _COMMON}
         server = LabServer(entry["name"], entry["server"], options, document.line_of(where))

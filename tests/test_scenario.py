@@ -121,3 +121,22 @@ def test_every_shipped_scenario_is_valid() -> None:
     for path in files:
         scenario = load_scenario(path, load_all())
         assert scenario.name == path.stem, f"{path.name}: scenario name should match the file name"
+
+
+def test_an_unknown_fault_names_file_line_and_field(tmp_path: Path) -> None:
+    from harness.checks import load_all
+
+    path = tmp_path / "faulty.yaml"
+    path.write_text(
+        "scenario: faulty\n"
+        "description: a typo in a fault switch\n"
+        "protocols: [smtp]\n"
+        "lab:\n"
+        "  - name: mta\n"
+        "    server: smtp\n"
+        "    role: mta\n"
+        "    faults: {open_rely: true}\n"
+        "checks: [relay-refused]\n"
+    )
+    with pytest.raises(SourceError, match=r"faulty.yaml:8: lab\[0\].faults.open_rely: unknown"):
+        load_scenario(path, load_all())
