@@ -187,6 +187,15 @@ class ScenarioFile(pytest.File):
                             f"server(s) {broken}; not applied to remote targets"
                         )
                     )
+                elif remote is not None and entry.targets:
+                    # A step pinned to named lab servers (one simulated network's verdict,
+                    # one NAT variant) says something about those servers only.
+                    item.add_marker(
+                        pytest.mark.skip(
+                            reason=f"{entry.id} is about lab server(s) "
+                            f"{', '.join(entry.targets)} only; not applied to remote targets"
+                        )
+                    )
                 item.add_marker(pytest.mark.lab_target(_target_id(target)))
                 yield item
 
