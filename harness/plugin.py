@@ -119,6 +119,19 @@ def _remote_targets(config: pytest.Config) -> list[Target] | None:
     return targets
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """With ``-n`` and no ``--dist``, keep each target's checks on one worker.
+
+    pytest-xdist's plain ``load`` would start the same lab servers on every worker and
+    interleave one remote server's checks across workers; ``loadgroup`` uses the
+    ``xdist_group`` marks set at collection.
+    """
+    option = config.option
+    if getattr(option, "numprocesses", None) and getattr(option, "dist", None) == "no":
+        option.dist = "loadgroup"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "lab_target(name): the target a scenario item runs against")
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist loadgroup grouping")

@@ -745,7 +745,7 @@ def test_vsftpd_in_the_fleet(fleet: Fleet) -> None:
     member = _for(fleet, "vsftpd")
     for run in fleet.runs:
         checks = _by_check(run, member, "iis-ftps-self-signed")
-        assert len(checks) == 17
+        assert len(checks) == 18  # incl. wait-listening
         for check_id, record in checks.items():
             if check_id == "feat-auth-tls":
                 continue
@@ -774,7 +774,7 @@ def test_postfix_submission_in_the_fleet(fleet: Fleet) -> None:
     assert fleet.postfix is not None
     for run in fleet.runs:
         checks = _by_check(run, member, "submission-587-starttls-auth")
-        assert len(checks) == 15
+        assert len(checks) == 16  # incl. wait-listening
         for check_id, record in checks.items():
             assert record["status"] == "pass", f"{check_id}: {record['summary']}"
         submitted = [

@@ -46,7 +46,7 @@ def check(name: str, protocols: tuple[str, ...]) -> Callable[[CheckFunction], Ch
 
 def load_all() -> dict[str, CheckSpec]:
     """Import every check module so the registry is complete."""
-    from harness.checks import ftps, op25b, smtp  # noqa: F401
+    from harness.checks import ftps, op25b, smtp, wait  # noqa: F401
 
     return REGISTRY
 
