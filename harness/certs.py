@@ -68,6 +68,9 @@ class KeyType(str, Enum):
         """Accept ``rsa2048``, ``RSA-2048``, ``p256``, ``secp384r1``...; reject the rest clearly."""
         if isinstance(value, KeyType):
             return value
+        exact = cls._value2member_map_.get(value) if isinstance(value, str) else None
+        if exact is not None:  # the canonical spelling: no regex on every certificate
+            return exact  # type: ignore[return-value]
         text = re.sub(r"[\s_-]", "", str(value).lower())
         for member in cls:
             if text == member.value.replace("-", ""):

@@ -368,7 +368,7 @@ class LabPool:
             else:
                 # Nothing listens there: a closed port, as on a host without that service.
                 ports[role] = closed_port()
-        instance.params["op25b-diagnose"] = {"ports": ports, "timeout": 1.0}
+        instance.params["op25b-diagnose"] = {"ports": ports, "timeout": 0.5}
         instance.params["submit-message"] = {"mailbox": mailbox}
         instance.details.update(mailbox=mailbox, ports=ports)
         protocol = "submission" if options.get("submission", True) else "submissions"

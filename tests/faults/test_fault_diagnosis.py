@@ -31,7 +31,7 @@ from harness.targets import Target
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 FAULT_FILES = ("faults-ftps.yaml", "faults-smtp.yaml", "ftps-certificate-faults.yaml")
-# Scheduling noise on a loaded CI machine; the timeouts themselves are 1 s.
+# Scheduling noise on a loaded CI machine; the timeouts themselves are 0.5 s.
 MARGIN = 0.75
 
 pytestmark = pytest.mark.timeout(60)
@@ -51,9 +51,9 @@ class Fault:
 
 FAULTS = [
     Fault("server never sends a banner", "faults-ftps.yaml", "no-banner", "no-banner",
-          ("no banner within 1 s",), waits=True),
+          ("no banner within 0.5 s",), waits=True),
     Fault("server never sends a banner (login stops)", "faults-ftps.yaml",
-          "no-banner-stops-login", "no-banner", ("banner", "no banner within 1 s"), waits=True),
+          "no-banner-stops-login", "no-banner", ("banner", "no banner within 0.5 s"), waits=True),
     Fault("421 too many connections", "faults-ftps.yaml", "too-many-connections", "too-many",
           ("421", "too many connections", "refuses service")),
     Fault("AUTH TLS refused with 502", "faults-ftps.yaml", "auth-tls-refused", "auth-tls-502",
@@ -70,7 +70,7 @@ FAULTS = [
           "control-dropped-mid-transfer", "drop-control",
           ("control connection dropped", "mid-transfer", "no final reply")),
     Fault("data channel stalls", "faults-ftps.yaml", "data-channel-stalls", "stall-data",
-          ("data channel stalled", "sent nothing for 1 s"), waits=True),
+          ("data channel stalled", "sent nothing for 0.5 s"), waits=True),
     Fault("PASV announces an unreachable private address", "faults-ftps.yaml",
           "pasv-private-address", "private-pasv", ("behind nat", "private address", "10.0.0.21")),
     Fault("expired certificate", "ftps-certificate-faults.yaml", "certificate-trust", "expired",
