@@ -395,6 +395,10 @@ def certificate_trust(probe: Probe) -> CheckResult:
     else:
         result = verdicts.judge_certificate_trust(mode, None)
     der = client.tls.peer_der if client.tls else None
+    if client.tls is not None:  # the negotiated version and cipher, for reports
+        result.evidence.update(
+            {k: v for k, v in client.tls.to_dict().items() if k in ("tls_version", "cipher")}
+        )
     client.close()
     if der is None:
         der = _peer_certificate(probe)

@@ -469,3 +469,11 @@ def test_bad_params_are_errors_not_verdicts(lab: Any) -> None:
             assert result.status is Status.ERROR and "param" in result.summary, result.summary
         epsv = run("transfers", target, mode="epsv", files=1, size=1000)
     assert epsv.status is Status.PASS, epsv.describe()
+
+
+def test_certificate_trust_records_the_negotiated_tls_version(lab: Any) -> None:
+    with lab() as (_server, target):
+        result = run_check("certificate-trust", target, {})
+    assert result.status is Status.PASS, result.describe()
+    assert result.evidence["tls_version"] in ("TLSv1.2", "TLSv1.3")
+    assert result.evidence["cipher"]
