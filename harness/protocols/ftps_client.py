@@ -21,7 +21,6 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from types import TracebackType
 
 from harness.protocols.ftp import (
     MAX_REPLY_LINE,
@@ -36,6 +35,7 @@ from harness.protocols.ftp import (
     parse_feat,
     parse_pasv,
 )
+from harness.protocols.linechannel import LineChannel
 from harness.protocols.tls import TLSFacts, Trust, explain_tls_failure, facts_of
 from harness.transcript import Transcript
 
@@ -220,13 +220,17 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-class FTPSClient:
+class FTPSClient(LineChannel):
     """One FTP(S) control session and its data connections.
 
     ``context`` is used for the control connection and every data connection (a TLS
     session can only be resumed through the context that made it). ``trust`` is only
     consulted for its SHA-256 pin, which is checked after each control handshake.
     """
+
+    timeout_error = FTPTimeout
+    closed_error = FTPClosed
+    protocol_error = FTPProtocolError
 
     def __init__(
         self,
@@ -250,19 +254,14 @@ class FTPSClient:
         self.server_name = server_name or host
         self.trust = trust
         self.implicit = implicit
-        self.timeout = timeout
+        super().__init__(timeout, transcript, max_line)
         self.transfer_timeout = transfer_timeout or max(60.0, timeout * 6)
         self.reuse_session = reuse_session
-        self.transcript = transcript if transcript is not None else Transcript()
-        self.max_line = max_line
         self.max_lines = max_lines
-        self.sock: socket.socket | None = None
-        self.tls: TLSFacts | None = None
         self.features: Features | None = None
         self.protected = False  # PROT P in force
         self.peer_ip: str | None = None
         self.transfers: list[Transfer] = []
-        self._buffer = bytearray()
 
     # -- connection ---------------------------------------------------------------
 
@@ -288,70 +287,27 @@ class FTPSClient:
 
     def handshake(self) -> TLSFacts:
         """TLS on the control connection; plaintext left in the buffer is dropped."""
-        sock = self._require()
-        if self._buffer:
-            self.transcript.note(f"discarding {len(self._buffer)} plaintext bytes before TLS")
-            self._buffer.clear()
-        self.transcript.note(f"TLS handshake (server name {self.server_name})")
-        wrapped = self._context().wrap_socket(
-            sock, server_hostname=self.server_name, do_handshake_on_connect=False
+        return self._upgrade_tls(
+            self._context(),
+            self.server_name,
+            self.trust,
+            f"TLS handshake (server name {self.server_name})",
         )
-        self.sock = wrapped
-        wrapped.settimeout(self.timeout)
-        try:
-            wrapped.do_handshake()
-        except TimeoutError as exc:
-            self.transcript.note("TLS handshake timed out")
-            raise FTPTimeout("TLS handshake timed out") from exc
-        except OSError as exc:
-            self.transcript.note(f"TLS handshake failed: {explain_tls_failure(exc)}")
-            raise
-        facts = facts_of(wrapped)
-        self.tls = facts
-        self.transcript.note(
-            f"TLS {facts.version} {facts.cipher} certificate sha256 {facts.fingerprint}"
-        )
-        if self.trust is not None:
-            self.trust.verify_pin(facts.peer_der)
-        return facts
 
     @property
     def secure(self) -> bool:
         return isinstance(self.sock, ssl.SSLSocket)
 
-    def close(self) -> None:
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.close()
-            self.sock = None
-
-    def __enter__(self) -> FTPSClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
     # -- control channel I/O -------------------------------------------------------
 
-    def _require(self) -> socket.socket:
-        if self.sock is None:
-            raise FTPClosed("not connected")
-        return self.sock
+    def io_error_text(self, exc: OSError) -> str:
+        return _describe(exc)
 
-    def _write(self, data: bytes) -> None:
-        sock = self._require()
-        try:
-            sock.settimeout(self.timeout)
-            sock.sendall(data)
-        except TimeoutError as exc:
-            raise FTPTimeout("send timed out") from exc
-        except OSError as exc:
-            raise FTPClosed(f"send failed: {_describe(exc)}") from exc
+    def tls_read_error_text(self, exc: ssl.SSLError) -> str:
+        return str(exc.reason or exc)
+
+    def handshake_failure_text(self, exc: OSError) -> str:
+        return explain_tls_failure(exc)
 
     def send_line(self, line: str, *, secret: bool = False, label: str = "") -> None:
         """Send one command; a ``secret`` line is recorded only as ``label ********``."""
@@ -361,39 +317,6 @@ class FTPSClient:
         else:
             self.transcript.sent(line)
         self._write(data)
-
-    def _fill(self, deadline: float) -> None:
-        sock = self._require()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise FTPTimeout("no complete reply before the timeout")
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError as exc:
-            raise FTPTimeout("no complete reply before the timeout") from exc
-        except ssl.SSLError as exc:
-            raise FTPClosed(f"TLS error while reading: {exc.reason or exc}") from exc
-        except OSError as exc:
-            raise FTPClosed(f"read failed: {_describe(exc)}") from exc
-        if not chunk:
-            self.transcript.note("connection closed by server")
-            raise FTPClosed("connection closed by server")
-        self._buffer += chunk
-
-    def _readline(self, deadline: float) -> bytes:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[: end + 1])
-                del self._buffer[: end + 1]
-                return line
-            if len(self._buffer) > self.max_line:
-                head = decode_line(bytes(self._buffer[:200]))
-                self.transcript.received(f"{head}... ({len(self._buffer)} octets, no end)")
-                self._buffer.clear()
-                raise FTPProtocolError(f"reply line longer than {self.max_line} octets")
-            self._fill(deadline)
 
     def read_reply(self, timeout: float | None = None) -> Reply:
         """Read one complete reply; all of it must arrive within the timeout."""
@@ -528,24 +451,32 @@ class FTPSClient:
         session = None
         if self.reuse_session and isinstance(control, ssl.SSLSocket):
             session = control.session
-            if session is not None and not session.has_ticket and self.tls and (
-                self.tls.version == "TLSv1.3"
+            if (
+                session is not None
+                and not session.has_ticket
+                and self.tls
+                and (self.tls.version == "TLSv1.3")
             ):
                 self.transcript.note("TLS 1.3 control session has no ticket yet")
         record.reuse_offered = session is not None
         timeout = raw.gettimeout()
         # Ragged EOFs raise, so a download can tell close_notify from a cut connection.
         sock = self._context().wrap_socket(
-            raw, server_hostname=self.server_name, session=session,
-            do_handshake_on_connect=False, suppress_ragged_eofs=False,
+            raw,
+            server_hostname=self.server_name,
+            session=session,
+            do_handshake_on_connect=False,
+            suppress_ragged_eofs=False,
         )
         sock.settimeout(timeout)
         try:
             sock.do_handshake()
         except TimeoutError:
             sock.close()
-            record.stall = (f"data channel stalled: the server accepted the data connection "
-                            f"but did not complete the TLS handshake within {timeout:g} s")
+            record.stall = (
+                f"data channel stalled: the server accepted the data connection "
+                f"but did not complete the TLS handshake within {timeout:g} s"
+            )
             raise
         except BaseException:
             sock.close()
@@ -596,8 +527,10 @@ class FTPSClient:
             if record.size:
                 upload = record.command.startswith(("STOR", "APPE", "STOU"))
                 moved = f", {record.size} bytes {'sent' if upload else 'received'}"
-            stage = (f"mid-transfer: after {record.preliminary.code} to {record.command}"
-                     f"{moved}, no final reply")
+            stage = (
+                f"mid-transfer: after {record.preliminary.code} to {record.command}"
+                f"{moved}, no final reply"
+            )
         else:
             stage = f"after {record.preliminary.code} to {record.command}"
         note = f"control connection dropped by the server {stage} ({exc})"
@@ -639,7 +572,8 @@ class FTPSClient:
                     data_sock = self._wrap_data(raw, record)
                 except (OSError, ValueError) as exc:
                     record.error = record.stall or (
-                        f"data TLS handshake failed: {explain_tls_failure(exc)}")
+                        f"data TLS handshake failed: {explain_tls_failure(exc)}"
+                    )
                     self.transcript.note(record.error)
                     data_sock = raw
             if record.error is None:

@@ -9,12 +9,11 @@ Every socket operation is bounded by ``timeout``.
 
 from __future__ import annotations
 
-import contextlib
 import socket
 import ssl
 import time
-from types import TracebackType
 
+from harness.protocols.linechannel import LineChannel
 from harness.protocols.smtp import (
     MAX_REPLY_LINE,
     MAX_REPLY_LINES,
@@ -28,7 +27,7 @@ from harness.protocols.smtp import (
     dot_stuff,
     parse_ehlo,
 )
-from harness.protocols.tls import TLSFacts, Trust, facts_of
+from harness.protocols.tls import TLSFacts, Trust
 from harness.transcript import Transcript
 
 DEFAULT_HELO = "probe.ftps-lab.test"
@@ -46,8 +45,12 @@ class SMTPClosed(SMTPDriverError):
     """The server closed the connection."""
 
 
-class SMTPClient:
+class SMTPClient(LineChannel):
     """One SMTP session: connect, commands, STARTTLS / implicit TLS, AUTH, DATA."""
+
+    timeout_error = SMTPTimeout
+    closed_error = SMTPClosed
+    protocol_error = SMTPProtocolError
 
     def __init__(
         self,
@@ -60,17 +63,12 @@ class SMTPClient:
         max_line: int = MAX_REPLY_LINE,
         max_lines: int = MAX_REPLY_LINES,
     ) -> None:
+        super().__init__(timeout, transcript, max_line)
         self.host = host
         self.port = port
-        self.timeout = timeout
-        self.transcript = transcript if transcript is not None else Transcript()
         self.helo_name = helo_name
-        self.max_line = max_line
         self.max_lines = max_lines
-        self.sock: socket.socket | None = None
-        self.tls: TLSFacts | None = None
         self.ehlo_info: Ehlo | None = None
-        self._buffer = bytearray()
 
     # -- connection ---------------------------------------------------------------
 
@@ -103,56 +101,9 @@ class SMTPClient:
         Plaintext bytes still buffered at this point came before the handshake: they
         are dropped (and noted), as RFC 3207 requires of a client.
         """
-        sock = self._require()
-        if self._buffer:
-            self.transcript.note(f"discarding {len(self._buffer)} plaintext bytes before TLS")
-            self._buffer.clear()
-        self.transcript.note("TLS handshake")
-        wrapped = context.wrap_socket(
-            sock, server_hostname=server_hostname, do_handshake_on_connect=False
-        )
-        self.sock = wrapped
-        wrapped.settimeout(self.timeout)
-        try:
-            wrapped.do_handshake()
-        except TimeoutError as exc:
-            self.transcript.note("TLS handshake timed out")
-            raise SMTPTimeout("TLS handshake timed out") from exc
-        except OSError as exc:  # ssl.SSLError included
-            self.transcript.note(f"TLS handshake failed: {exc}")
-            raise
-        facts = facts_of(wrapped)
-        self.tls = facts
-        self.transcript.note(
-            f"TLS {facts.version} {facts.cipher} certificate sha256 {facts.fingerprint}"
-        )
-        if trust is not None:
-            trust.verify_pin(facts.peer_der)
-        return facts
-
-    def close(self) -> None:
-        if self.sock is not None:
-            with contextlib.suppress(OSError):
-                self.sock.close()
-            self.sock = None
-
-    def __enter__(self) -> SMTPClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        return self._upgrade_tls(context, server_hostname, trust, "TLS handshake")
 
     # -- raw I/O ------------------------------------------------------------------
-
-    def _require(self) -> socket.socket:
-        if self.sock is None:
-            raise SMTPClosed("not connected")
-        return self.sock
 
     def send_raw(self, data: bytes, *, record: str | None = None) -> None:
         """Write bytes as they are; ``record`` replaces them in the transcript."""
@@ -163,16 +114,6 @@ class SMTPClient:
                 self.transcript.sent(line)
         self._write(data)
 
-    def _write(self, data: bytes) -> None:
-        sock = self._require()
-        try:
-            sock.settimeout(self.timeout)
-            sock.sendall(data)
-        except TimeoutError as exc:
-            raise SMTPTimeout("send timed out") from exc
-        except OSError as exc:
-            raise SMTPClosed(f"send failed: {exc}") from exc
-
     def send_line(self, line: str, *, secret: bool = False, label: str = "") -> None:
         """Send one command line; a ``secret`` line is recorded only as ``label ********``."""
         data = command_line([line])
@@ -181,40 +122,6 @@ class SMTPClient:
             self._write(data)
             return
         self.send_raw(data, record=line)
-
-    def _fill(self, deadline: float) -> None:
-        sock = self._require()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise SMTPTimeout("no complete reply before the timeout")
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except TimeoutError as exc:
-            raise SMTPTimeout("no complete reply before the timeout") from exc
-        except ssl.SSLError as exc:
-            raise SMTPClosed(f"TLS error while reading: {exc}") from exc
-        except OSError as exc:
-            raise SMTPClosed(f"read failed: {exc}") from exc
-        if not chunk:
-            self.transcript.note("connection closed by server")
-            raise SMTPClosed("connection closed by server")
-        self._buffer += chunk
-
-    def _readline(self, deadline: float) -> bytes:
-        while True:
-            end = self._buffer.find(b"\n")
-            if end >= 0:
-                line = bytes(self._buffer[: end + 1])
-                del self._buffer[: end + 1]
-                return line
-            if len(self._buffer) > self.max_line:
-                # Drop what we hold: an endless line must not grow memory or the transcript.
-                head = bytes(self._buffer[:200]).decode("utf-8", errors="replace")
-                self.transcript.received(f"{head}... ({len(self._buffer)} octets, no end)")
-                self._buffer.clear()
-                raise SMTPProtocolError(f"reply line longer than {self.max_line} octets")
-            self._fill(deadline)
 
     def read_reply(self, timeout: float | None = None) -> Reply:
         """Read one complete reply; the whole reply must arrive within the timeout."""
