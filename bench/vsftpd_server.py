@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import os
 import pwd
-import random
 import re
 import secrets
 import shutil
@@ -27,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from common import LOOPBACK, BenchError, free_port, stop_process
+
+from harness.lab.pool import free_port_range
 
 VSFTPD = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
 PAM_SERVICE = Path("/etc/pam.d/vsftpd")
@@ -50,24 +51,6 @@ def unavailable() -> str | None:
 def _knows_option(option: str) -> bool:
     """vsftpd refuses to start on options its build lacks (3.0.3 has no ssl_tlsv1_2)."""
     return option.encode() + b"\0" in Path(VSFTPD).read_bytes()
-
-
-def _free_range(width: int) -> tuple[int, int]:
-    for _ in range(200):
-        low = random.randint(20000, 32000 - width)
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(low, low + width):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind((LOOPBACK, port))
-            return low, low + width - 1
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise BenchError(f"no {width} consecutive free ports")
 
 
 def _shell() -> str:
@@ -204,7 +187,7 @@ class Vsftpd:
         for attempt in range(3):
             self.port = free_port()
             conf = self.base / f"vsftpd-{attempt}.conf"
-            conf.write_text(self.config(self.port, _free_range(8)))
+            conf.write_text(self.config(self.port, free_port_range(8, (LOOPBACK,))))
             conf.chmod(0o600)
             log = self.base / f"vsftpd-{attempt}.log"
             # vsftpd writes its "500 OOPS" start-up errors to fd 0, so stdin is the log too.

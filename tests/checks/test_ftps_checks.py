@@ -21,6 +21,7 @@ from harness.checks import REGISTRY, load_all, run_check
 from harness.checks import ftps as ftps_checks
 from harness.lab.ftps import FTPSLabServer, FTPSServerConfig
 from harness.lab.ftps_handlers import LabTLSHandler
+from harness.lab.pool import free_port_range
 from harness.protocols.tls import Trust
 from harness.results import CheckResult, Status
 from harness.targets import Target
@@ -85,13 +86,6 @@ def run(name: str, target: Target, **params: Any) -> CheckResult:
     return result
 
 
-def _free_range(width: int = 4) -> tuple[int, int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        low = int(probe.getsockname()[1])
-    return low, low + width - 1
-
-
 def test_every_ftps_check_is_registered() -> None:
     load_all()
     names = {name for name, spec in REGISTRY.items() if "ftps" in spec.protocols}
@@ -106,7 +100,7 @@ def test_every_ftps_check_is_registered() -> None:
 
 
 def test_a_compliant_explicit_server_passes_every_check(lab: Any) -> None:
-    ports = _free_range()
+    ports = free_port_range(4, ("127.0.0.1",))
     with lab(require_session_reuse=True, passive_ports=ports,
              target={"passive_ports": ports, "session_reuse_required": True}) as (_, target):
         results = {name: run(name, target) for name in sorted(FTPS_CHECKS)}
@@ -231,7 +225,7 @@ def test_pasv_masquerade_matching_the_target_address_passes(lab: Any) -> None:
 
 
 def test_passive_port_outside_the_expected_range(lab: Any) -> None:
-    ports = _free_range()
+    ports = free_port_range(4, ("127.0.0.1",))
     elsewhere = (ports[1] + 1000, ports[1] + 1010)
     with lab(passive_ports=ports, target={"passive_ports": elsewhere}) as (_, target):
         pasv = run("pasv-address", target)

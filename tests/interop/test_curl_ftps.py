@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-import random
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +22,7 @@ import pytest
 
 from harness.lab.ftps import FTPSLabServer, FTPSServerConfig
 from harness.lab.ftps_handlers import CONTROL_TLS_REQUIRED_REPLY, REUSE_REQUIRED_REPLY
+from harness.lab.pool import free_port_range
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(60)]
 
@@ -54,25 +53,6 @@ def netrc(tmp_path: Path) -> Path:
     return path
 
 
-def _free_port_range(width: int) -> tuple[int, int]:
-    """``width`` consecutive free loopback ports below the ephemeral range."""
-    for _ in range(200):
-        low = random.randint(20000, 32000 - width)
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(low, low + width):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return low, low + width - 1
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no {width} consecutive free ports found")
-
-
 @pytest.fixture
 def server(tls_files: dict[str, Path]) -> Iterator[FTPSLabServer]:
     """An explicit-FTPS lab server that requires TLS and session reuse on data."""
@@ -81,7 +61,7 @@ def server(tls_files: dict[str, Path]) -> Iterator[FTPSLabServer]:
         keyfile=tls_files["key"],
         policy="require",
         require_session_reuse=True,
-        passive_ports=_free_port_range(4),
+        passive_ports=free_port_range(4, ("127.0.0.1",)),
         users=[(USER, PASSWORD)],
     )
     with FTPSLabServer(config) as lab:

@@ -16,7 +16,6 @@ import contextlib
 import datetime as dt
 import os
 import pwd
-import random
 import re
 import secrets
 import shutil
@@ -31,6 +30,7 @@ from functools import cache
 from pathlib import Path
 
 from harness.certs import LabPKI
+from harness.lab.pool import free_port_range
 
 VSFTPD = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
 PAM_SERVICE = Path("/etc/pam.d/vsftpd")
@@ -158,25 +158,6 @@ def knows_option(option: str) -> bool:
     """Whether this vsftpd build has a config option (it refuses to start on unknown ones:
     Debian 12's 3.0.3 has no ssl_tlsv1_1/ssl_tlsv1_2, later releases do)."""
     return option.encode() + b"\0" in Path(VSFTPD).read_bytes()
-
-
-def free_port_range(width: int) -> tuple[int, int]:
-    """``width`` consecutive free loopback ports below the ephemeral range."""
-    for _ in range(200):
-        low = random.randint(20000, 32000 - width)
-        sockets: list[socket.socket] = []
-        try:
-            for port in range(low, low + width):
-                sock = socket.socket()
-                sockets.append(sock)
-                sock.bind(("127.0.0.1", port))
-            return low, low + width - 1
-        except OSError:
-            continue
-        finally:
-            for sock in sockets:
-                sock.close()
-    raise RuntimeError(f"no {width} consecutive free ports found")
 
 
 def vsftpd_config(
@@ -322,7 +303,7 @@ def start_vsftpd(directory: Path, pki: LabPKI, **overrides: str) -> Vsftpd:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-        passive = free_port_range(4)
+        passive = free_port_range(4, ("127.0.0.1",))
         conf = directory / f"vsftpd-{attempt}.conf"
         conf.write_text(vsftpd_config(port, passive, empty, pki, **overrides))
         conf.chmod(0o600)
