@@ -11,6 +11,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
+from harness.protocols.replycode import ReplyCodeClass
+
 # RFC 959 sets no limit; real servers stay far below these (long FEAT, HELP and
 # multi-line banners included). A reply beyond either limit is an attack or a bug.
 MAX_REPLY_LINE = 4096
@@ -30,7 +32,7 @@ class FTPProtocolError(Exception):
 
 
 @dataclass(frozen=True)
-class Reply:
+class Reply(ReplyCodeClass):
     """One complete (possibly multi-line) FTP reply.
 
     ``lines`` are the lines exactly as the server sent them (without CRLF), so nothing
@@ -60,22 +62,6 @@ class Reply:
     @property
     def preliminary(self) -> bool:
         return 100 <= self.code < 200
-
-    @property
-    def positive(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def intermediate(self) -> bool:
-        return 300 <= self.code < 400
-
-    @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def permanent(self) -> bool:
-        return 500 <= self.code < 600
 
     @property
     def negative(self) -> bool:

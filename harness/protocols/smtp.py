@@ -12,6 +12,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from harness.protocols.replycode import ReplyCodeClass
+
 # RFC 5321 4.5.3.1.5 allows 512 octets per reply line; real servers exceed it a little
 # (long EHLO banners), so the default is lenient but still bounded.
 MAX_REPLY_LINE = 2048
@@ -26,7 +28,7 @@ class SMTPProtocolError(Exception):
 
 
 @dataclass(frozen=True)
-class Reply:
+class Reply(ReplyCodeClass):
     """One complete (possibly multi-line) SMTP reply."""
 
     code: int
@@ -46,22 +48,6 @@ class Reply:
         """The RFC 3463 enhanced status code of the first line (``5.7.1``), if any."""
         match = _ENHANCED.match(self.first)
         return ".".join(match.groups()) if match else None
-
-    @property
-    def positive(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def intermediate(self) -> bool:
-        return 300 <= self.code < 400
-
-    @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def permanent(self) -> bool:
-        return 500 <= self.code < 600
 
     @property
     def wire_lines(self) -> list[str]:
