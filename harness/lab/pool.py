@@ -197,7 +197,7 @@ class LabPool:
         port: int,
         host: str = LAB_HOST,
     ) -> Target:
-        reachable = LAB_HOST if host in ("0.0.0.0", "::") else host
+        reachable = reachable_address(host)
         return Target(
             name=f"lab-{server.name}",
             protocol=server.protocol,
@@ -291,7 +291,7 @@ class LabPool:
         return Target(
             name=f"lab-{server.name}",
             protocol=protocol,
-            host=LAB_HOST if host in ("0.0.0.0", "::") else host,
+            host=reachable_address(host),
             port=port,
             trust=self._trust(server, certificate),
             server_name=LAB_SERVER_NAME,
@@ -374,6 +374,11 @@ class LabPool:
         protocol = "submission" if options.get("submission", True) else "submissions"
         port = ports[protocol] or ports["smtp"] or 0
         instance.target = self._mail_target(server, protocol, port, password)
+
+
+def reachable_address(host: str) -> str:
+    """Where a client reaches a server listening on ``host`` (a wildcard: via loopback)."""
+    return LAB_HOST if host in ("0.0.0.0", "::") else host
 
 
 def closed_port(host: str = LAB_HOST) -> int:
