@@ -18,6 +18,7 @@ import pytest
 from harness.checks import load_all, run_check
 from harness.inventory import load_inventory, target_from_url
 from harness.report.plugin import ReportPlugin, add_report_options
+from harness.report.skips import SkipSummary
 from harness.results import CheckResult, Status
 from harness.scenario import CheckEntry, LabServer, Scenario, load_scenario
 from harness.targets import Target
@@ -137,6 +138,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist loadgroup grouping")
     _remote_targets(config)  # fail fast on a bad inventory, before collection
     config.pluginmanager.register(ReportPlugin(config), "ftps-lab-report")
+    config.pluginmanager.register(SkipSummary(), "ftps-lab-skip-summary")
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

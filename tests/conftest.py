@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,41 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             handle.write(blob.bytes())
     paths["key"].chmod(0o600)
     return paths
+
+
+# --- a missing interoperability package is a failure in CI ------------------------------
+
+# Every skip for a missing Debian package says so with this phrase, e.g.
+# "vsftpd is not installed (Debian package vsftpd)".
+MISSING_PACKAGE = "Debian package "
+
+
+def strict_interop() -> bool:
+    """True where .ci/run installs the interop packages: ``CI=true``, root, apt."""
+    return (
+        os.environ.get("CI", "").lower() == "true"
+        and hasattr(os, "geteuid")
+        and os.geteuid() == 0
+        and shutil.which("apt-get") is not None
+    )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under ``CI=true`` as root, a skip for a missing package turns the test red.
+
+    Otherwise a CI run whose ``apt-get install`` half failed would be green with the whole
+    interoperability suite skipped.
+    """
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not report.skipped or not strict_interop():
+        return
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    if MISSING_PACKAGE in reason:
+        report.outcome = "failed"
+        report.longrepr = (
+            f"CI=true as root, but a package this test needs is missing: {reason}. "
+            ".ci/run installs the interoperability packages; see docs/ci.md."
+        )

@@ -38,6 +38,9 @@ from harness.certs import (
 from harness.protocols.tls import Trust, client_context, facts_of, sha256_fingerprint
 
 OPENSSL = shutil.which("openssl")
+needs_openssl = pytest.mark.skipif(
+    OPENSSL is None, reason="openssl is not installed (Debian package openssl)"
+)
 NOW_SLACK = dt.timedelta(minutes=2)
 
 
@@ -270,7 +273,7 @@ def test_pem_der_chain_and_fingerprint(ca: CertificateAuthority, leaf: ServerCer
     assert len(leaf.fingerprint) == 32 * 3 - 1
 
 
-@pytest.mark.skipif(OPENSSL is None, reason="openssl binary not installed")
+@needs_openssl
 def test_fingerprint_agrees_with_openssl(leaf: ServerCertificate) -> None:
     out = subprocess.run(
         [OPENSSL, "x509", "-noout", "-fingerprint", "-sha256"],
@@ -327,7 +330,7 @@ def _openssl_pkcs12_info(blob: bytes, tmp_path: Path) -> str:
     return result.stdout + result.stderr
 
 
-@pytest.mark.skipif(OPENSSL is None, reason="openssl binary not installed")
+@needs_openssl
 def test_legacy_pfx_really_is_3des_and_sha1(leaf: ServerCertificate, tmp_path: Path) -> None:
     info = _openssl_pkcs12_info(leaf.to_pfx(PFX_PASSWORD, PfxProfile.LEGACY), tmp_path)
     assert "MAC: sha1," in info
@@ -336,7 +339,7 @@ def test_legacy_pfx_really_is_3des_and_sha1(leaf: ServerCertificate, tmp_path: P
     assert "AES" not in info and "PBES2" not in info
 
 
-@pytest.mark.skipif(OPENSSL is None, reason="openssl binary not installed")
+@needs_openssl
 def test_modern_pfx_is_aes256_pbkdf2_sha256(leaf: ServerCertificate, tmp_path: Path) -> None:
     info = _openssl_pkcs12_info(leaf.to_pfx(PFX_PASSWORD, PfxProfile.MODERN), tmp_path)
     assert "MAC: sha256," in info

@@ -390,6 +390,12 @@ def test_the_inventory_names_every_server_without_a_password(fleet: Fleet) -> No
         assert header in run.process.stdout
 
 
+def _pytest_count(line: str, word: str) -> int:
+    """The number pytest printed before ``word`` in its last line; 0 when it left it out."""
+    match = re.search(rf"(\d+) {word}\b", line)
+    return int(match.group(1)) if match else 0
+
+
 def test_serial_and_parallel_runs_agree_item_for_item(fleet: Fleet) -> None:
     serial, parallel = fleet.runs
     for run in (serial, parallel):
@@ -406,11 +412,12 @@ def test_serial_and_parallel_runs_agree_item_for_item(fleet: Fleet) -> None:
     assert "[gw1]" in parallel.process.stdout  # it really ran on two workers
     assert len(serial.outcomes) >= 150
     assert parallel.outcomes == serial.outcomes
-    summary = re.search(r"(\d+) failed, (\d+) passed, (\d+) skipped", serial.process.stdout)
-    assert summary is not None
-    failed, passed, skipped = map(int, summary.groups())
+    # pytest leaves a count out of its last line when it is zero (a fleet without Postfix
+    # has no failure at all), so read each count on its own.
+    last_line = serial.process.stdout.strip().splitlines()[-1]
+    said = [_pytest_count(last_line, word) for word in ("failed", "passed", "skipped")]
     counted = [list(serial.outcomes.values()).count(w) for w in ("failed", "passed", "skipped")]
-    assert counted == [failed, passed, skipped]
+    assert counted == said, last_line
 
     def statuses(run: Run) -> dict[str, str]:
         return {node: r["status"] for node, r in run.results().items()}
@@ -424,7 +431,8 @@ def test_json_validates_and_says_what_pytest_said(fleet: Fleet) -> None:
         document = run.document
         json_report.validate(document)
         assert document["collection_errors"] == []
-        assert document["run"]["exit_status"] == 1
+        # Red exactly when some item failed: whatever really ran, with or without Postfix.
+        assert document["run"]["exit_status"] == (1 if "failed" in run.outcomes.values() else 0)
         results = run.results()
         assert len(results) == len(document["results"])  # one record per item
         assert {node: r["outcome"] for node, r in results.items()} == run.outcomes

@@ -313,9 +313,9 @@ def netns_unavailable() -> str | None:
     if os.geteuid() != 0:
         return f"{NETNS_SKIP_REASON} (not running as root)"
     if not shutil.which("ip"):
-        return f"{NETNS_SKIP_REASON} (ip not found)"
+        return f"{NETNS_SKIP_REASON} (ip not found: Debian package iproute2)"
     if not available_firewalls():
-        return f"{NETNS_SKIP_REASON} (neither iptables nor nft found)"
+        return f"{NETNS_SKIP_REASON} (neither iptables nor nft found: Debian package iptables)"
     return None
 
 

@@ -65,6 +65,7 @@ POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
 DOVECOT = "/usr/sbin/dovecot"
 SKIP_REASON = "needs root and Debian postfix + dovecot-core; .ci/run installs them"
+PACKAGES = {POSTFIX: "postfix", POSTCONF: "postfix", DOVECOT: "dovecot-core"}
 
 
 class LabStartError(RuntimeError):
@@ -77,7 +78,7 @@ def missing_prerequisites() -> str | None:
         return f"{SKIP_REASON} (not root)"
     for program in (POSTFIX, POSTCONF, DOVECOT):
         if not os.access(program, os.X_OK):
-            return f"{SKIP_REASON} ({program} missing)"
+            return f"{program} is not installed (Debian package {PACKAGES[program]})"
     try:
         for user in ("postfix", "dovecot", "dovenull", "nobody"):
             pwd.getpwnam(user)

@@ -21,7 +21,10 @@ PASSWORD = "curl-Only-Test-4411"
 @pytest.fixture(scope="module")
 def curl() -> str:
     if not os.access(CURL, os.X_OK):
-        pytest.skip("curl is not installed; this interop test needs a real SMTP client")
+        pytest.skip(
+            "curl is not installed (Debian package curl); this interop test needs a real "
+            "SMTP client"
+        )
     return CURL
 
 

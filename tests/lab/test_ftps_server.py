@@ -365,7 +365,9 @@ def test_implicit_ftps_sends_no_plaintext_banner(lab: Any) -> None:
 
 
 @pytest.mark.interop
-@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.skipif(
+    shutil.which("curl") is None, reason="curl is not installed (Debian package curl)"
+)
 def test_implicit_ftps_with_curl(lab: Any, tls_files: dict[str, Path]) -> None:
     with lab(implicit=True, require_session_reuse=True) as server:
         (server.home(USER) / "listed-by-curl.txt").write_text("hello\n")
