@@ -8,6 +8,24 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# One hypothesis profile for the whole suite, so every run and every machine tries the
+# same examples: ``derandomize`` derives them from the test itself (no random seed),
+# ``database`` is off (no state carried between runs), ``max_examples`` is fixed, and
+# ``deadline`` is off (a loaded CI machine must not turn a slow example into a failure;
+# pytest-timeout catches hangs).
+HYPOTHESIS_PROFILE = "ftps-lab"
+settings.register_profile(
+    HYPOTHESIS_PROFILE,
+    derandomize=True,
+    database=None,
+    max_examples=200,
+    deadline=None,
+    print_blob=False,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile(HYPOTHESIS_PROFILE)
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import currently_in_test_context, event, example, given, settings
+from hypothesis import currently_in_test_context, event, example, given
 from hypothesis import strategies as st
 
 from harness.checks import load_all
@@ -24,7 +24,6 @@ from harness.scenario import Scenario, load_scenario
 from harness.targets import Target
 from harness.yamlsource import MAX_VALUES, SourceError
 
-HOSTILE = settings.get_profile("ftps-lab-hostile")
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "scenarios").glob("*.yaml"))
 # Generous on purpose: a loaded CI machine is slow, a hang is unbounded. The alias bomb
@@ -227,7 +226,6 @@ def _result_or_source_error(path: Path, text: str, load: Callable[[Path], Any]) 
     return value
 
 
-@HOSTILE
 @given(text=st.one_of(_any_text, _yamlish))
 @example(text="scenario: 2020-13-45\n")
 @example(text="scenario: " + "9" * 5000 + "\n")
@@ -245,7 +243,6 @@ def test_scenario_loader_on_arbitrary_text(
         assert result.checks and result.protocols
 
 
-@HOSTILE
 @given(data=st.data())
 def test_scenario_loader_on_mutated_shipped_files(
     data: st.DataObject, workdir: Path, checks: dict[str, Any]
@@ -258,7 +255,6 @@ def test_scenario_loader_on_mutated_shipped_files(
         assert all(entry.check in checks for entry in result.checks)
 
 
-@HOSTILE
 @given(text=st.one_of(_any_text, _yamlish))
 @example(text="targets:\n  a:\n    protocol: ftps\n    host: h\n    trust: {ca_file: \"a\\0b\"}\n")
 @example(text="targets:\n  a:\n    protocol: ftps\n    host: 2020-02-30\n")
@@ -273,7 +269,6 @@ def test_inventory_loader_on_arbitrary_text(text: str, workdir: Path) -> None:
         assert all(isinstance(target, Target) for target in result)
 
 
-@HOSTILE
 @given(text=_mutated(INVENTORY))
 def test_inventory_loader_on_mutated_valid_file(text: str, workdir: Path) -> None:
     result = _result_or_source_error(workdir / "inventory.yaml", text, _load_inventory)
@@ -289,7 +284,6 @@ def test_the_unmutated_inventory_loads(workdir: Path) -> None:
     assert targets[0].passive_ports == (50000, 50100)
 
 
-@HOSTILE
 @given(url=st.one_of(
     st.text(max_size=200),
     st.builds(lambda scheme, rest: f"{scheme}://{rest}",

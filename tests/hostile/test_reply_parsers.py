@@ -14,14 +14,12 @@ import ipaddress
 from typing import Any
 
 import pytest
-from hypothesis import assume, example, given, settings
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from harness.protocols import ftp, smtp
 from harness.protocols.ftp import FTPProtocolError
 from harness.protocols.smtp import SMTPProtocolError
-
-HOSTILE = settings.get_profile("ftps-lab-hostile")
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,7 +61,6 @@ def _check_ftp_reply(reply: ftp.Reply) -> None:
     assert str(reply) and isinstance(reply.text, str) and reply.wire_lines == list(reply.lines)
 
 
-@HOSTILE
 @given(data=_reply_bytes)
 @example(data=b"220-first\r\n220-still going\r\n220 done\r\n")
 @example(data=b"220-first\r\n221 other code\r\n220\r\n")
@@ -78,7 +75,6 @@ def test_ftp_reply_parses_or_is_refused(data: bytes) -> None:
     _check_ftp_reply(reply)
 
 
-@HOSTILE
 @given(lines=st.lists(st.one_of(st.binary(max_size=120), _reply_lines()), max_size=30))
 def test_ftp_incremental_parser_never_escapes(lines: list[bytes]) -> None:
     """What the client does: one line at a time, until a reply completes or an error."""
@@ -93,7 +89,6 @@ def test_ftp_incremental_parser_never_escapes(lines: list[bytes]) -> None:
             parser = ftp.ReplyParser()
 
 
-@HOSTILE
 @given(code=st.integers(100, 599), middle=st.lists(st.binary(max_size=40), max_size=20))
 def test_ftp_multi_line_ends_only_at_its_own_code(code: int, middle: list[bytes]) -> None:
     """RFC 959: inside ``ddd-``...``ddd `` anything goes, other codes included."""
@@ -105,7 +100,6 @@ def test_ftp_multi_line_ends_only_at_its_own_code(code: int, middle: list[bytes]
     assert reply.code == code and len(reply.lines) == len(body) + 2
 
 
-@HOSTILE
 @given(text=st.one_of(st.text(max_size=200), _reply_lines().map(lambda b: b.decode("latin-1"))))
 @example(text="227 Entering Passive Mode (\u0661\u0662\u0667,0,0,1,4,1)")
 @example(text="227 (256,0,0,1,1,1)")
@@ -123,7 +117,6 @@ def test_pasv_gives_an_ipv4_address_and_a_port_or_refuses(text: str) -> None:
         assert 1 <= port <= 65535
 
 
-@HOSTILE
 @given(
     prefix=st.text(st.characters(blacklist_categories=("Nd",)), max_size=30),
     host=st.ip_addresses(v=4).map(str),
@@ -136,7 +129,6 @@ def test_pasv_finds_the_numbers_in_any_text(prefix: str, host: str, port: int, s
     assert ftp.parse_pasv(ftp.Reply(227, (text,))) == (host, port)
 
 
-@HOSTILE
 @given(text=st.one_of(st.text(max_size=200), _reply_lines().map(lambda b: b.decode("latin-1"))))
 @example(text="229 (|||\u0665\u0660\u0660\u0660\u0660|)")
 @example(text="229 (|||0|)")
@@ -153,7 +145,6 @@ def test_epsv_gives_a_port_or_refuses(text: str) -> None:
         assert 1 <= port <= 65535
 
 
-@HOSTILE
 @given(
     delimiter=st.characters(min_codepoint=0x21, max_codepoint=0x7E).filter(
         lambda c: not c.isdigit() and c not in "()"),
@@ -165,7 +156,6 @@ def test_epsv_round_trip_with_any_delimiter(delimiter: str, port: int, noise: st
     assert ftp.parse_epsv(ftp.Reply(229, (text,))) == port
 
 
-@HOSTILE
 @given(data=_reply_bytes)
 def test_feat_of_any_reply_is_usable(data: bytes) -> None:
     try:
@@ -179,7 +169,6 @@ def test_feat_of_any_reply_is_usable(data: bytes) -> None:
     assert isinstance(features.has(""), bool)
 
 
-@HOSTILE
 @given(code=st.integers(100, 599), text=st.text(max_size=40))
 def test_a_reply_that_is_not_227_or_229_is_refused_by_name(code: int, text: str) -> None:
     assume(code not in (227, 229))
@@ -207,7 +196,6 @@ def _check_ehlo(ehlo: smtp.Ehlo) -> None:
     assert isinstance(ehlo.has("STARTTLS"), bool) and isinstance(ehlo.to_dict(), dict)
 
 
-@HOSTILE
 @given(data=_reply_bytes)
 @example(data=b"250-mail.example\r\n250-SIZE \xc2\xb2\r\n250 AUTH PLAIN\r\n")
 @example(data=b"250-mail.example\r\n250-SIZE -1\r\n250 AUTH=LOGIN\r\n")
@@ -243,7 +231,6 @@ _param = st.one_of(
 )
 
 
-@HOSTILE
 @given(
     domain=st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=20),
     lines=st.lists(st.tuples(_keyword, st.lists(_param, max_size=4),
@@ -271,7 +258,6 @@ def test_multi_line_ehlo_gives_usable_extensions(
         assert ehlo.has(upper.split()[0])
 
 
-@HOSTILE
 @given(lines=st.lists(st.one_of(st.binary(max_size=120), _reply_lines()), max_size=30))
 def test_smtp_incremental_parser_never_escapes(lines: list[bytes]) -> None:
     parser = smtp.ReplyParser()
