@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, NamedTuple
 
 from harness.protocols.smtp import ReplyParser, SMTPProtocolError
+from harness.protocols.tls import Trust, client_context, explain_tls_failure
 
 DEFAULT_PORTS = (25, 465, 587)
 DEFAULT_TIMEOUT = 3.0
@@ -215,11 +216,13 @@ def judge_connect_error(exc: BaseException, timeout: float) -> tuple[PortState, 
 
 @functools.cache
 def _probe_tls_context() -> ssl.SSLContext:
-    """Insecure on purpose: the probe only asks whether 465 speaks TLS at all."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+    """The judging client's TLS policy, trusting anything: does 465 speak usable TLS?
+
+    Certificates are the checks' business, so none is verified; what is offered comes
+    from the client policy, so the port's state never depends on the interpreter's
+    default cipher list.
+    """
+    return client_context(Trust(insecure=True))
 
 
 async def _resolve(host: str, port: int, timeout: float) -> tuple[Any, ...]:
@@ -327,7 +330,8 @@ async def _greet(
         return (
             PortState.TLS_ERROR,
             None,
-            f"TLS handshake failed ({exc}): port 465 does not speak implicit TLS here",
+            f"TLS handshake failed ({explain_tls_failure(exc)}): port 465 does not speak "
+            "implicit TLS here",
         )
     try:
         data = await _read_greeting(reader, timeout)

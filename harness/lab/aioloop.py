@@ -5,11 +5,15 @@ the test (or a blocking check) runs in the main thread. Stopping must not wait f
 peers: the owner's cleanup aborts transports, which lets connection handlers finish on
 their own; only tasks still running after a short grace are cancelled, and the thread
 is joined with a bound.
+
+Every abort of a connection goes through :func:`abort_transport`, which works around
+an asyncio TLS bug of CPython 3.11.1-3.11.3 (see there); the mail lab uses it too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto
 import socket
 import ssl
 import threading
@@ -17,6 +21,43 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# asyncio's TLS transport (the one StreamWriter.transport is on a TLS connection).
+_TLS_TRANSPORT = asyncio.sslproto._SSLProtocolTransport
+
+
+def abort_transport(transport: asyncio.BaseTransport | None) -> None:
+    """``transport.abort()`` that survives CPython gh-98539 on a TLS transport.
+
+    CPython PR 98540 (gh-98539, a reference-cycle fix; in 3.11.1 and 3.12.0a1) makes
+    ``asyncio.sslproto._SSLProtocolTransport.close()`` set ``_ssl_protocol`` to None
+    when the transport is already closed -- close() twice, close() after abort(), or
+    close() after the peer hung up -- and ``abort()`` then dereferences it:
+    ``AttributeError: 'NoneType' object has no attribute '_abort'``. aiosmtpd closes
+    twice on every QUIT (``transport.close()``, then ``StreamWriter.close()``), and a
+    stream handler closes its writer after the stop already aborted it, so a stop hits
+    this all the time on 3.11.1-3.11.3 (Debian 12 ships 3.11.2). PR 104474 (3.11.4,
+    3.12.0b1) made abort() a no-op in that state; this does the same on every version.
+    Nothing is lost: the TCP transport under it is aborted on its own (see
+    :func:`tcp_transport`).
+    """
+    if transport is None:
+        return
+    if isinstance(transport, _TLS_TRANSPORT) and transport._ssl_protocol is None:
+        return  # closed twice already (gh-98539); abort() would raise on 3.11.1-3.11.3
+    transport.abort()
+
+
+def tcp_transport(transport: asyncio.BaseTransport) -> asyncio.BaseTransport:
+    """The transport that owns the socket: under asyncio's TLS transport, its TCP one.
+
+    Taken when the connection is made, because a TLS transport closed twice can no
+    longer reach it (gh-98539, above), while its TLS shutdown may still hold the socket
+    open for ``ssl_shutdown_timeout`` (30 s) waiting for the peer's close_notify.
+    """
+    ssl_protocol = getattr(transport, "_ssl_protocol", None)  # asyncio.sslproto internals
+    inner = getattr(ssl_protocol, "_transport", None)
+    return inner if isinstance(inner, asyncio.BaseTransport) else transport
 
 
 class LoopThread:
@@ -100,13 +141,20 @@ Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]
 
 
 class _Protocol(asyncio.StreamReaderProtocol):
-    """Remembers its transport, so a cancelled accept can still close it."""
+    """Remembers its transports, so a cancelled accept and a stop can still cut them."""
 
     transport: asyncio.BaseTransport | None = None
+    tcp: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.tcp = tcp_transport(transport)
         super().connection_made(transport)
+
+    def abort(self) -> None:
+        """Cut the connection: the TCP transport first, as it owns the socket."""
+        abort_transport(self.tcp)
+        abort_transport(self.transport)
 
 
 class StreamServer:
@@ -134,7 +182,7 @@ class StreamServer:
         self._accepting: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._handshaking: dict[asyncio.Task[None], socket.socket] = {}
-        self._writers: set[asyncio.StreamWriter] = set()
+        self._connections: set[_Protocol] = set()
 
     def start(self) -> StreamServer:
         self.sock.setblocking(False)
@@ -151,7 +199,16 @@ class StreamServer:
             task = loop.create_task(self._serve(conn))
             self._tasks.add(task)
             self._handshaking[task] = conn
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        """Report a handler's exception now, not when the task is garbage-collected."""
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            task.get_loop().call_exception_handler(
+                {"message": "connection handler failed", "exception": task.exception(),
+                 "task": task}
+            )
 
     async def _serve(self, conn: socket.socket) -> None:
         loop = asyncio.get_running_loop()
@@ -167,19 +224,18 @@ class StreamServer:
             conn.close()
             return
         except asyncio.CancelledError:  # close() came during (or right after) the handshake
-            if protocol.transport is not None:
-                protocol.transport.abort()
+            protocol.abort()
             conn.close()
             raise
         finally:
             self._handshaking.pop(task, None)  # type: ignore[arg-type]
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
-        self._writers.add(writer)
+        self._connections.add(protocol)
         try:
             await self.handler(reader, writer)
         finally:
-            self._writers.discard(writer)
-            transport.abort()
+            self._connections.discard(protocol)
+            protocol.abort()  # the handler may have closed the writer: see abort_transport
 
     async def close(self) -> None:
         """Stop accepting and cut every connection; idempotent."""
@@ -195,5 +251,5 @@ class StreamServer:
             await asyncio.wait(pending, timeout=1.0)
         for conn in pending.values():  # a task cancelled before it ran never closed it
             conn.close()
-        for writer in list(self._writers):
-            writer.transport.abort()
+        for protocol in list(self._connections):
+            protocol.abort()

@@ -44,7 +44,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.lab.aioloop import LoopThread, StreamServer
+from harness.lab.aioloop import LoopThread, StreamServer, abort_transport
 
 MODES = ("filtered", "refused")
 NETNS_SKIP_REASON = "needs root and iproute2/iptables"
@@ -261,7 +261,7 @@ class Greeter:
             try:
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
             except (OSError, asyncio.TimeoutError, ssl.SSLError):
-                writer.transport.abort()
+                abort_transport(writer.transport)  # TLS-safe: see its docstring
 
     def stop(self, timeout: float = 1.0) -> None:
         self._loop.stop(self._close_all, timeout)

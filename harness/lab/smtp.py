@@ -20,6 +20,7 @@ property so that every check can be shown to fail against a real server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import socket
 import ssl
@@ -37,6 +38,7 @@ from aiosmtpd.smtp import (
     TLSSetupException,
 )
 
+from harness.lab.aioloop import abort_transport, tcp_transport
 from harness.lab.mailbox import Mailbox
 from harness.lab.serverthread import LabServerError, LabStartError
 from harness.protocols.tls import TLS_VERSIONS
@@ -144,14 +146,17 @@ class SMTPServerConfig:
             raise ValueError("hostname must be set (aiosmtpd would call getfqdn())")
 
     def server_context(self) -> ssl.SSLContext | None:
+        """The lab server TLS policy (TLS 1.2+, ECDHE with AEAD suites only), same as FTPS.
+
+        Never the interpreter's default list (Debian's python3 would add CBC and RSA key
+        exchange); ``tls_min_version`` 1.0/1.1 builds a deliberately legacy server.
+        """
+        from harness.protocols.tlspolicy import lab_server_policy, policy_context
+
         if not self.has_certificate:
             return None
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        if self.tls_min_version in ("1.0", "1.1"):  # a legacy lab server must really speak it
-            context.set_ciphers("ALL:@SECLEVEL=0")
-        context.minimum_version = TLS_VERSIONS[self.tls_min_version]
-        if self.tls_max_version:
-            context.maximum_version = TLS_VERSIONS[self.tls_max_version]
+        policy = lab_server_policy(self.tls_min_version, self.tls_max_version)
+        context = policy_context(ssl.PROTOCOL_TLS_SERVER, policy)
         context.load_cert_chain(str(self.cert_file), str(self.key_file))
         return context
 
@@ -318,6 +323,7 @@ class LabSMTP(SMTP):
         self._auth_required = config.requires_auth
         self.lab_config = config
         self._sessions = sessions
+        self.tcp_transport: asyncio.BaseTransport | None = None  # what stop() aborts
 
     def _create_session(self) -> Session:
         return LabSession(self.loop)
@@ -326,6 +332,7 @@ class LabSMTP(SMTP):
         after_starttls = self.transport is not None and self._original_transport is not None
         if not after_starttls:
             super().connection_made(transport)
+            self.tcp_transport = tcp_transport(transport)  # under implicit TLS, too
             self._sessions.add(self)
             if self.lab_config.implicit_tls:
                 self._tls_protocol = _IMPLICIT_TLS
@@ -472,13 +479,16 @@ class SMTPLabServer:
 
     def _wait_ready(self, timeout: float) -> None:
         """Prove the server works: connect like a client and read the 220 greeting."""
-        with socket.create_connection(self.address, timeout=timeout) as raw:
+        with contextlib.ExitStack() as stack:
+            raw = stack.enter_context(socket.create_connection(self.address, timeout=timeout))
             sock: socket.socket = raw
             if self.config.implicit_tls:
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-                sock = context.wrap_socket(raw)
+                # it takes raw's descriptor over: left open, the server's session would wait
+                # in TLS shutdown (for our close_notify) until garbage collection
+                sock = stack.enter_context(context.wrap_socket(raw))
             greeting = b""
             while b"\n" not in greeting and len(greeting) < 4096:
                 chunk = sock.recv(4096)
@@ -521,9 +531,13 @@ class SMTPLabServer:
         if self._server is not None:
             self._server.close()
         for session in list(self._sessions):
-            for transport in (session.transport, session._original_transport):
-                if transport is not None:
-                    transport.abort()  # type: ignore[attr-defined]
+            # TCP first: it owns the socket, even when the TLS transport on top was closed
+            # twice (every QUIT does that) and can no longer reach it. abort_transport()
+            # skips such a TLS transport, whose abort() raises on CPython 3.11.1-3.11.3
+            # (gh-98539; see harness.lab.aioloop.abort_transport).
+            for transport in (session.tcp_transport, session._original_transport,
+                              session.transport):
+                abort_transport(transport)
         current = asyncio.current_task()
         tasks = [task for task in asyncio.all_tasks() if task is not current]
         for task in tasks:
