@@ -37,6 +37,7 @@ FIGURES = (
     "fig_throughput",
     "fig_probe",
     "fig_scenarios",
+    "fig_unreachable",
     "fig_tls_facts",
 )
 COLUMNS = ("row", "ours", "peer", "ours median", "peer median", "ours/peer", "better",

@@ -14,7 +14,7 @@ from typing import Any
 
 from harness import yamlsource
 from harness.protocols.tls import Trust
-from harness.targets import Target
+from harness.targets import DEFAULT_AUTH_FAILURE_DELAY, Target
 from harness.yamlsource import Document, SourceError
 
 DEFAULT_PORTS = {
@@ -138,6 +138,10 @@ class Inventory:
             password=password,
             password_env=fields.get("password_env"),
             timeout=float(fields.get("timeout", 10.0)),
+            strict=bool(fields.get("strict", False)),
+            auth_failure_delay=float(
+                fields.get("auth_failure_delay", DEFAULT_AUTH_FAILURE_DELAY)
+            ),
             policy=fields.get("policy", "require"),
             passive_address=fields.get("passive_address"),
             passive_ports=(int(ports[0]), int(ports[1])) if ports else None,
@@ -165,7 +169,8 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> Target:
     """A target from ``--lab-url``, e.g. ``ftps://labuser@ftp.example.net:21?pin=AB:CD:..``.
 
     Query keys: ``policy``, ``pin``, ``ca_file``, ``insecure=1``, ``server_name``,
-    ``passive_address``, ``password_env`` (default ``LAB_PASSWORD``), ``timeout``.
+    ``passive_address``, ``password_env`` (default ``LAB_PASSWORD``), ``timeout``,
+    ``strict=1``, ``auth_failure_delay``.
     """
     from urllib.parse import parse_qs, urlsplit
 
@@ -195,6 +200,8 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> Target:
         "passive_address",
         "password_env",
         "timeout",
+        "strict",
+        "auth_failure_delay",
     }
     if unknown:
         raise SourceError(where, None, sorted(unknown)[0], "unknown query parameter")
@@ -211,10 +218,17 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> Target:
     try:
         port = parts.port or DEFAULT_PORTS[protocol]
         timeout = float(query.get("timeout", 10.0))
+        delay = float(query.get("auth_failure_delay", DEFAULT_AUTH_FAILURE_DELAY))
     except ValueError as exc:
-        raise SourceError(where, None, "port/timeout", str(exc)) from None
+        raise SourceError(where, None, "port/timeout/auth_failure_delay", str(exc)) from None
     if not 0 < timeout <= 300:  # also refuses nan and inf
         raise SourceError(where, None, "timeout", "must be a number of seconds in (0, 300]")
+    if not 0 <= delay <= 60:
+        raise SourceError(
+            where, None, "auth_failure_delay", "must be a number of seconds in [0, 60]"
+        )
+    if query.get("strict", "0") not in ("0", "1", "true", "false", "yes", "no"):
+        raise SourceError(where, None, "strict", "must be 1/true/yes or 0/false/no")
     return Target(
         name=parts.hostname,
         protocol=protocol,
@@ -230,6 +244,8 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> Target:
         password=password,
         password_env=password_env if parts.username else None,
         timeout=timeout,
+        strict=query.get("strict") in ("1", "true", "yes"),
+        auth_failure_delay=delay,
         policy=query.get("policy", "require"),
         passive_address=query.get("passive_address"),
     )

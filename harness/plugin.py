@@ -17,9 +17,12 @@ import pytest
 
 from harness.checks import load_all, run_check
 from harness.inventory import load_inventory, target_from_url
-from harness.report.plugin import ReportPlugin, add_report_options
+from harness.probe import DEFAULT_TIMEOUT as PROBE_TIMEOUT
+from harness.probe import PortState
+from harness.reach import Reach, advice, diagnosis, tcp_reach
+from harness.report.plugin import ReportPlugin, add_report_options, run_scrubber
 from harness.report.skips import SkipSummary
-from harness.results import CheckResult, Status
+from harness.results import CheckResult, SkipKind, Status
 from harness.scenario import CheckEntry, LabServer, Scenario, load_scenario
 from harness.targets import Target
 from harness.yamlsource import SourceError
@@ -27,6 +30,19 @@ from harness.yamlsource import SourceError
 RESULT_KEY = pytest.StashKey[CheckResult]()
 POOL_KEY = pytest.StashKey[Any]()
 REMOTE_KEY = pytest.StashKey[list[Target]]()
+REACH_KEY = pytest.StashKey[dict[str, "TargetReach"]]()
+
+# Checks that make a login fail on purpose: run after every other check of their target,
+# so a server's penalty for the failure (Dovecot's auth_failure_delay and its doubling
+# auth penalty, vsftpd's delay_failed_login) does not slow or time out the logins of the
+# other checks. plaintext-login-refused sends a decoy (or a refused) password.
+FAILED_LOGIN_CHECKS = ("auth-bad-password", "plaintext-login-refused")
+# Checks that diagnose reachability themselves: never preflighted, never skipped as
+# unreachable. wait-listening polls until a booting server is up (it refuses connections
+# meanwhile), and its pass proves the target reachable; op25b-diagnose probes 25, 587 and
+# 465 concurrently, and its view of the target's own port is taken as the preflight's.
+WAIT_CHECK = "wait-listening"
+OP25B_CHECK = "op25b-diagnose"
 
 _OPTIONS: dict[str, tuple[str, str]] = {
     # name: (env var, help)
@@ -42,6 +58,16 @@ _OPTIONS: dict[str, tuple[str, str]] = {
     ),
     "lab_timeout": ("LAB_TIMEOUT", "per-operation timeout in seconds, overriding targets"),
 }
+STRICT_HELP = (
+    "fail a warning (a deviation from an RFC SHOULD or best practice) and a check that "
+    "could not run (no credentials, a feature missing, a TLS version this client cannot "
+    "offer) instead of passing or skipping it; not-applicable skips stay skips"
+)
+PREFLIGHT_HELP = (
+    "do not test a remote target's port once before its first check (then an unreachable "
+    "target costs one timeout per check instead of one in all)"
+)
+_TRUE = ("1", "true", "yes", "on")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -64,6 +90,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         metavar="I/N",
         help="run only shard I of N (1-based); a target's checks stay in one shard [env LAB_SHARD]",
     )
+    group.addoption(
+        "--lab-strict",
+        dest="lab_strict",
+        action="store_true",
+        default=False,
+        help=f"{STRICT_HELP} [env LAB_STRICT]",
+    )
+    parser.addini("lab_strict", help=STRICT_HELP, type="bool", default=False)
+    group.addoption(
+        "--lab-no-preflight",
+        dest="lab_no_preflight",
+        action="store_true",
+        default=False,
+        help=f"{PREFLIGHT_HELP} [env LAB_PREFLIGHT=0]",
+    )
+    parser.addini("lab_preflight", help="false: " + PREFLIGHT_HELP, type="bool", default=True)
     group.addoption(
         "--lab-full-trace",
         action="store_true",
@@ -88,6 +130,75 @@ def _option(config: pytest.Config, name: str) -> Any:
     if ini:
         return [ini] if name in ("lab_target", "lab_group", "lab_url") else ini
     return None
+
+
+def strict(config: pytest.Config) -> bool:
+    """``--lab-strict``, then ``LAB_STRICT`` (1/true/yes/on), then the ``lab_strict`` ini key."""
+    if config.getoption("lab_strict", False):
+        return True
+    env = os.environ.get("LAB_STRICT")
+    if env is not None and env.strip():
+        return env.strip().lower() in _TRUE
+    return bool(config.getini("lab_strict"))
+
+
+def strict_source(config: pytest.Config, target: Target | None) -> str | None:
+    """Who makes this target strict, for the failure message; None when nobody does."""
+    if strict(config):
+        return "--lab-strict"
+    if target is not None and target.strict:
+        return f"strict: true on target {target.name}"
+    return None
+
+
+def preflight_enabled(config: pytest.Config) -> bool:
+    """Unless ``--lab-no-preflight``, ``LAB_PREFLIGHT=0`` or ini ``lab_preflight = false``."""
+    if config.getoption("lab_no_preflight", False):
+        return False
+    env = os.environ.get("LAB_PREFLIGHT")
+    if env is not None and env.strip():
+        return env.strip().lower() in _TRUE
+    return bool(config.getini("lab_preflight"))
+
+
+class TargetReach:
+    """What this process knows about one remote target's reachability.
+
+    ``owner`` is the node id of the item that found out (the one ERROR of an unreachable
+    target, retried by its own ``retry``), ``case`` its ``scenario::check-id`` for the
+    skip reasons of the others.
+    """
+
+    def __init__(self, reach: Reach | None, owner: str, case: str) -> None:
+        self.reach = reach  # None: proven reachable by a wait-listening pass
+        self.owner = owner
+        self.case = case
+
+    @property
+    def reachable(self) -> bool:
+        return self.reach is None or self.reach.reachable
+
+
+def _reach_from_probe(target: Target, result: CheckResult, timeout: float) -> Reach | None:
+    """The target's own port as ``op25b-diagnose`` saw it (probing with ``timeout``), or
+    None if it was not probed."""
+    from harness.probe import PortResult
+
+    for raw in result.evidence.get("ports") or []:
+        try:
+            port = PortResult.from_dict(dict(raw))
+        except (TypeError, ValueError, KeyError):
+            continue
+        if port.port == target.port and port.host == target.host:
+            state = PortState.OPEN if port.state.answered else port.state
+            return Reach(target.host, target.port, timeout, state, port.detail, port.elapsed)
+    return None
+
+
+def skip_reason(kind: SkipKind, reason: str) -> str:
+    """A pytest skip reason that starts with its kind, so ``-rs``, pytest's JUnit and the
+    grouped skip summary all say which kind of skip it was."""
+    return f"{kind.label}: {reason}"
 
 
 def _remote_targets(config: pytest.Config) -> list[Target] | None:
@@ -120,20 +231,52 @@ def _remote_targets(config: pytest.Config) -> list[Target] | None:
     return targets
 
 
+def _dist_given(config: pytest.Config) -> bool:
+    """Whether the user chose a pytest-xdist mode (``--dist``, ``--dl``) anywhere."""
+    words = [
+        *config.invocation_params.args,
+        *os.environ.get("PYTEST_ADDOPTS", "").split(),
+        *config.getini("addopts"),
+    ]
+    return any(str(w) in ("--dist", "--dl", "--distload") or str(w).startswith("--dist=")
+               for w in words)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_cmdline_main(config: pytest.Config) -> None:
     """With ``-n`` and no ``--dist``, keep each target's checks on one worker.
 
     pytest-xdist's plain ``load`` would start the same lab servers on every worker and
-    interleave one remote server's checks across workers; ``loadgroup`` uses the
-    ``xdist_group`` marks set at collection.
+    interleave one remote server's checks across workers (each worker would then
+    diagnose an unreachable target again, and a failed login would no longer run after
+    its target's other checks); ``loadgroup`` uses the ``xdist_group`` marks set at
+    collection. pytest-xdist turns ``no`` into ``load`` in its own (equally early) hook,
+    so :func:`pytest_configure` repeats the decision once both have run.
     """
+    _default_loadgroup(config)
+
+
+def _default_loadgroup(config: pytest.Config) -> None:
     option = config.option
-    if getattr(option, "numprocesses", None) and getattr(option, "dist", None) == "no":
+    if not getattr(option, "numprocesses", None) or _dist_given(config):
+        return
+    if getattr(option, "dist", None) in ("no", "load"):
         option.dist = "loadgroup"
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Tell each pytest-xdist worker the mode the controller settled on: a worker parses
+    the command line itself (no ``--dist`` there) and would not add the group names to
+    its node ids, which ``loadgroup`` schedules by."""
+    node.workerinput["ftps_lab_dist"] = node.config.option.dist
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    _default_loadgroup(config)  # before pytest-xdist's (trylast) configure reads it
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and workerinput.get("ftps_lab_dist") == "loadgroup":
+        config.option.loadgroup = True
     config.addinivalue_line("markers", "lab_target(name): the target a scenario item runs against")
     config.addinivalue_line("markers", "xdist_group(name): pytest-xdist loadgroup grouping")
     _remote_targets(config)  # fail fast on a bad inventory, before collection
@@ -186,32 +329,36 @@ class ScenarioFile(pytest.File):
                     entry=entry,
                     target=target,
                 )
+                # Every skip decided here is "not applicable": the step has nothing to say
+                # about this target, so --lab-strict leaves it alone.
+                reason = ""
                 if protocol not in specs[entry.check].protocols:
-                    item.add_marker(
-                        pytest.mark.skip(
-                            reason=f"{entry.check} does not apply to {protocol} targets"
-                        )
-                    )
+                    reason = f"{entry.check} does not apply to {protocol} targets"
                 elif remote is not None and scenario.lab and entry.expect != "pass":
                     # expect: fail/error describes the scenario's deliberately broken lab
                     # servers; a remote target that lacks the fault must not turn red.
                     broken = ", ".join(entry.targets or [s.name for s in scenario.lab])
-                    item.add_marker(
-                        pytest.mark.skip(
-                            reason=f"expect: {entry.expect} demonstrates a fault of lab "
-                            f"server(s) {broken}; not applied to remote targets"
-                        )
+                    reason = (
+                        f"expect: {entry.expect} demonstrates a fault of lab "
+                        f"server(s) {broken}; not applied to remote targets"
                     )
                 elif remote is not None and entry.targets:
                     # A step pinned to named lab servers (one simulated network's verdict,
                     # one NAT variant) says something about those servers only.
-                    item.add_marker(
-                        pytest.mark.skip(
-                            reason=f"{entry.id} is about lab server(s) "
-                            f"{', '.join(entry.targets)} only; not applied to remote targets"
-                        )
+                    reason = (
+                        f"{entry.id} is about lab server(s) "
+                        f"{', '.join(entry.targets)} only; not applied to remote targets"
                     )
+                if reason:
+                    item.skip_kind = SkipKind.NOT_APPLICABLE
+                    reason = skip_reason(SkipKind.NOT_APPLICABLE, reason)
+                    item.add_marker(pytest.mark.skip(reason=reason))
                 item.add_marker(pytest.mark.lab_target(_target_id(target)))
+                # pytest-xdist --dist loadgroup keeps one target's checks on one worker.
+                # The mark must exist when the worker's own collection hook turns it into
+                # the node id suffix loadgroup schedules by, i.e. before any
+                # pytest_collection_modifyitems runs.
+                item.add_marker(pytest.mark.xdist_group(_target_id(target)))
                 yield item
 
 
@@ -243,6 +390,8 @@ class ScenarioItem(pytest.Item):
         self.entry = entry
         self.lab_target = target
         self.resolved: Target | None = None
+        # Set when collection decides the item is skipped (it never runs, so no result).
+        self.skip_kind: SkipKind | None = None
 
     @property
     def target_id(self) -> str:
@@ -264,18 +413,21 @@ class ScenarioItem(pytest.Item):
         target = self._resolve()
         self.resolved = target
         params = dict(self.entry.params)
+        pool: Any = None
+        mark: Any = None
         if isinstance(self.lab_target, LabServer):
-            params = self.config.stash[POOL_KEY].params_for(
-                self.lab_target, self.entry.check, params
-            )
-        result = run_check(self.entry.check, target, params)
+            pool = self.config.stash[POOL_KEY]
+            params = pool.params_for(self.lab_target, self.entry.check, params)
+            # Errors the lab's threads record from here on belong to this check.
+            mark = pool.error_mark(self.lab_target)
+        result = self._run_once(target, params)
         attempt = 1
         while result.status in (Status.ERROR, Status.FAIL) and attempt < self.entry.attempts:
             time.sleep(self.entry.sleep)
             attempt += 1
-            result = run_check(self.entry.check, target, params)
-        if isinstance(self.lab_target, LabServer):
-            result = self.config.stash[POOL_KEY].verify(self.lab_target, result)
+            result = self._run_once(target, params)
+        if pool is not None:
+            result = pool.verify(self.lab_target, result, since=mark)
         self.stash[RESULT_KEY] = result
         self.user_properties.extend(
             [
@@ -283,29 +435,116 @@ class ScenarioItem(pytest.Item):
                 ("protocol", target.protocol),
                 ("status", result.status.value),
                 ("tls_version", str(result.evidence.get("tls_version", ""))),
+                *([("skip_kind", result.skip_kind.value)] if result.skip_kind else []),
             ]
         )
         expected = self.entry.expect
-        internal = "traceback" in result.evidence  # a harness bug never meets expect: error
+        # A harness bug or a lab server's own error never meets expect: error (or fail).
+        internal = "traceback" in result.evidence or "lab_server_errors" in result.evidence
         if result.status.value == expected and not internal:
             if expected == "skip":
-                pytest.skip(f"{result.summary}")
+                pytest.skip(skip_reason(result.skip_kind or SkipKind.COULD_NOT_RUN,
+                                        result.summary))
+            return
+        strictly = strict_source(self.config, target)
+        if expected == "pass" and result.status is Status.WARN and not internal:
+            # Secure and working, but off a SHOULD: passes unless someone asked for strict.
+            if strictly:
+                raise CheckFailed(f"check warned, expected pass; {strictly} fails it", result)
             return
         if expected == "pass" and result.status is Status.SKIP:
-            pytest.skip(result.summary)
+            kind = result.skip_kind or SkipKind.COULD_NOT_RUN
+            if kind is SkipKind.COULD_NOT_RUN and strictly:
+                raise CheckFailed(
+                    f"check could not run (skip), expected pass; {strictly} fails it", result
+                )
+            pytest.skip(skip_reason(kind, result.summary))
+        if internal:
+            cause = (
+                "a lab server failed during the check"
+                if "lab_server_errors" in result.evidence
+                else "an internal error in the harness"
+            )
+            raise CheckFailed(
+                f"check ended {result.status.value} ({cause}): no verdict, expected {expected}",
+                result,
+            )
         if expected == "fail":
             raise CheckFailed(
                 f"expected this check to catch the misconfiguration (status fail), "
                 f"but it ended {result.status.value}",
                 result,
             )
+        if expected == "warn":
+            raise CheckFailed(
+                f"expected this check to report the deviation (status warn), "
+                f"but it ended {result.status.value}",
+                result,
+            )
         raise CheckFailed(f"check ended {result.status.value}, expected {expected}", result)
+
+    def _run_once(self, target: Target, params: dict[str, Any]) -> CheckResult:
+        """The check, unless its remote target is known to be unreachable.
+
+        Before the first check of a remote target (in this process: pytest-xdist's
+        loadgroup keeps a target's items on one worker) one TCP connect with the
+        target's timeout decides. Unreachable: this item reports the one ERROR, in the
+        probe's words, and every other item of the target skips (could not run) naming
+        it; so an unreachable target costs one timeout, not one per check.
+        """
+        if not isinstance(self.lab_target, Target) or not preflight_enabled(self.config):
+            return run_check(self.entry.check, target, params)
+        known_targets = self.config.stash.setdefault(REACH_KEY, {})
+        known = known_targets.get(target.id)
+        case = f"{self.scenario.name}::{self.entry.id}"
+        if self.entry.check == WAIT_CHECK:
+            result = run_check(self.entry.check, target, params)
+            if result.status is Status.PASS and (known is None or not known.reachable):
+                known_targets[target.id] = TargetReach(None, self.nodeid, case)
+            return result
+        if self.entry.check == OP25B_CHECK:
+            result = run_check(self.entry.check, target, params)
+            # op25b-diagnose probes with params.timeout, else min(target timeout, 3 s).
+            timeout = float(params.get("timeout", min(target.timeout, PROBE_TIMEOUT)))
+            reach = _reach_from_probe(target, result, timeout)
+            if known is None and reach is not None:
+                known_targets[target.id] = TargetReach(reach, self.nodeid, case)
+            return result
+        if known is None or (not known.reachable and known.owner == self.nodeid):
+            known = TargetReach(
+                tcp_reach(target.host, target.port, target.timeout), self.nodeid, case
+            )
+            known_targets[target.id] = known
+        if known.reachable:
+            return run_check(self.entry.check, target, params)
+        reach = known.reach
+        assert reach is not None
+        if known.owner == self.nodeid:
+            return CheckResult(
+                check=self.entry.check,
+                status=Status.ERROR,
+                summary=diagnosis(reach),
+                expected=f"a TCP connection to {reach.host}:{reach.port} within "
+                f"{reach.timeout:g} s",
+                observed=f"{reach.state.value}: {reach.detail}",
+                evidence={"reachability": reach.to_dict(), "check_run": False},
+                advice=advice(reach),
+                duration=reach.elapsed,
+            )
+        return CheckResult(
+            check=self.entry.check,
+            status=Status.SKIP,
+            summary=f"target unreachable: see {known.case} ({reach.state.value})",
+            evidence={"reachability": reach.to_dict(), "check_run": False,
+                      "diagnosed_by": known.case},
+            skip_kind=SkipKind.COULD_NOT_RUN,
+        )
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
         if isinstance(excinfo.value, CheckFailed):
             result = excinfo.value.result
             target = self.resolved.id if self.resolved else _target_id(self.lab_target)
-            return "\n".join(
+            text = "\n".join(
                 [
                     f"target:   {target}",
                     f"scenario: {self.scenario.name} ({self.path.name}:{self.entry.line})",
@@ -314,6 +553,9 @@ class ScenarioItem(pytest.Item):
                     result.describe(),
                 ]
             )
+            # The server's replies are in there: a server that echoes the password must not
+            # put it in pytest's output (the report plugin scrubs the whole report again).
+            return run_scrubber(self.config, [self.resolved]).text(text)
         if self.config.getoption("lab_full_trace"):
             return super().repr_failure(excinfo)
         return (
@@ -338,6 +580,42 @@ def parse_shard(value: str) -> tuple[int, int]:
     return shard, shards
 
 
+def _group_suffixes(items: list[ScenarioItem]) -> None:
+    """Append ``@<target>`` to each node id on a pytest-xdist worker, as loadgroup needs.
+
+    pytest-xdist does it in its own collection hook by assigning ``item._nodeid``; pytest
+    9 keeps node ids in ``item._id`` (a ``NodeId``), so that assignment is lost and
+    loadgroup silently schedules like ``load``, spreading one target's checks over every
+    worker. Only missing suffixes are added, so an xdist/pytest pair that works is left
+    alone.
+    """
+    for item in items:
+        suffix = f"@{item.target_id}"
+        if item.nodeid.endswith(suffix):
+            continue
+        if hasattr(item, "_id"):
+            from _pytest.nodeid import NodeId  # pytest >= 9
+
+            item._id = NodeId.parse(item.nodeid + suffix)
+        else:  # pragma: no cover - pytest < 9, where pytest-xdist's own suffix works
+            item._nodeid = item.nodeid + suffix
+
+
+def failed_logins_last(items: list[pytest.Item]) -> list[pytest.Item]:
+    """The same items with every check that fails a login on purpose moved to the end.
+
+    A stable partition: both parts keep collection order, so the order is deterministic,
+    each target's failed logins come after all its other checks, and pytest-xdist's
+    loadgroup (which sends a target's items to one worker in this order) keeps it too.
+    """
+    late = [i for i in items if isinstance(i, ScenarioItem)
+            and i.entry.check in FAILED_LOGIN_CHECKS]
+    if not late:
+        return list(items)
+    moved = {id(item) for item in late}
+    return [i for i in items if id(i) not in moved] + late
+
+
 def shard_of(target_ids: list[str], shards: int) -> dict[str, int]:
     """Deterministic target -> shard (1-based): sorted ids dealt round-robin.
 
@@ -351,10 +629,10 @@ def shard_of(target_ids: list[str], shards: int) -> dict[str, int]:
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
+    items[:] = failed_logins_last(items)
     scenario_items = [item for item in items if isinstance(item, ScenarioItem)]
-    for item in scenario_items:
-        # pytest-xdist --dist loadgroup keeps one target's checks on one worker.
-        item.add_marker(pytest.mark.xdist_group(item.target_id))
+    if hasattr(config, "workerinput") and getattr(config.option, "loadgroup", False):
+        _group_suffixes(scenario_items)
     value = config.getoption("lab_shard") or os.environ.get("LAB_SHARD")
     if not value:
         return

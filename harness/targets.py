@@ -9,6 +9,8 @@ from harness.protocols.tls import Trust
 FTP_PROTOCOLS = ("ftps", "ftps-implicit", "ftp")
 SMTP_PROTOCOLS = ("smtp", "submission", "submissions")
 PROTOCOLS = FTP_PROTOCOLS + SMTP_PROTOCOLS
+# Dovecot's default auth_failure_delay; it covers Postfix's and vsftpd's 1 s too.
+DEFAULT_AUTH_FAILURE_DELAY = 2.0
 
 
 @dataclass
@@ -29,6 +31,13 @@ class Target:
     password: str | None = field(default=None, repr=False)
     password_env: str | None = None
     timeout: float = 10.0
+    # True: this target's warnings and could-not-run skips fail the run, as --lab-strict
+    # does for every target (an inventory's ``strict``, in defaults or on the target).
+    strict: bool = False
+    # Seconds the server delays a failed login's reply (and, doubling per failure, the
+    # logins after it): Dovecot's auth_failure_delay 2 s, Postfix smtpd_error_sleep_time
+    # 1 s, vsftpd delay_failed_login 1 s. Added to the timeout of those logins only.
+    auth_failure_delay: float = DEFAULT_AUTH_FAILURE_DELAY
     # FTPS expectations
     policy: str = "require"  # "require" (IIS Require SSL) or "allow"
     passive_address: str | None = None  # the address PASV must hand out

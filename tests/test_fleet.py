@@ -55,10 +55,10 @@ LAB_DOMAIN = "ftps-lab.test"
 RCPT_TO = f"postmaster@{LAB_DOMAIN}"
 
 # One progress line per item: "path::id[target] PASSED [ 10%]" serially,
-# "[gw0] [ 10%] PASSED path::id[target]" under pytest-xdist.
+# "[gw0] [ 10%] PASSED path::id[target]@target" under pytest-xdist (loadgroup's suffix).
 SERIAL_LINE = re.compile(r"^(scenarios/\S+) (PASSED|FAILED|SKIPPED|ERROR)\b", re.M)
 XDIST_LINE = re.compile(
-    r"^\[gw\d+\] \[\s*\d+%\] (PASSED|FAILED|SKIPPED|ERROR) (scenarios/\S+)", re.M
+    r"^\[gw\d+\] \[\s*\d+%\] (PASSED|FAILED|SKIPPED|ERROR) (scenarios/[^\s@]+)", re.M
 )
 OUTCOME_WORDS = {"PASSED": "passed", "FAILED": "failed", "SKIPPED": "skipped", "ERROR": "error"}
 
@@ -455,7 +455,8 @@ def test_json_validates_and_says_what_pytest_said(fleet: Fleet) -> None:
             assert info["groups"] == member.fields["groups"]
             assert info["labels"] == member.fields["labels"]
             mine = [r for r in results.values() if r["target"] == member.id]
-            assert sum(info["counts"][s] for s in ("pass", "fail", "skip", "error")) == len(mine)
+            statuses = ("pass", "warn", "fail", "skip", "error")
+            assert sum(info["counts"][s] for s in statuses) == len(mine)
 
 
 def test_junit_has_one_suite_per_target_with_its_properties(fleet: Fleet) -> None:
@@ -531,8 +532,11 @@ def _by_check(run: Run, member: Member, scenario: str) -> dict[str, dict[str, An
 
 
 def _explained_skip(record: dict[str, Any]) -> bool:
-    reason = record["summary"] or record["message"]
-    return any(pattern.match(reason) for pattern in EXPLAINED_SKIPS)
+    """Every explained skip is "not applicable": nothing a correct server could change."""
+    reason = (record["summary"] or record["message"]).removeprefix("not applicable: ")
+    return record["skip_kind"] == "not-applicable" and any(
+        pattern.match(reason) for pattern in EXPLAINED_SKIPS
+    )
 
 
 def test_every_check_on_the_embedded_servers_passes_or_skips_for_a_reason(
@@ -546,9 +550,14 @@ def test_every_check_on_the_embedded_servers_passes_or_skips_for_a_reason(
         assert ran, member.id
         for record in records:
             where = f"{record['nodeid']}: {record['summary']}"
-            assert record["status"] in ("pass", "skip"), where
+            assert record["status"] in ("pass", "warn", "skip"), where
             if record["status"] == "skip":
                 assert _explained_skip(record), where
+            if record["status"] == "warn":
+                # The one known deviation of the embedded mail servers: aiosmtpd offers
+                # no PIPELINING, ENHANCEDSTATUSCODES or DSN (RFC 6409 SHOULDs).
+                assert record["check"] == "extensions", where
+                assert record["summary"].endswith("PIPELINING, ENHANCEDSTATUSCODES, DSN"), where
     # The fault demonstrations skip, and only they (plus implicit FTPS's plaintext phase).
     demos = {
         (scenario.name, entry.id)

@@ -125,3 +125,32 @@ def test_target_from_url() -> None:
         target_from_url("ftps://bob:pw@h", env={})
     with pytest.raises(SourceError, match="LAB_PASSWORD is not set"):
         target_from_url("ftps://bob@h", env={})
+
+
+def test_strict_and_auth_failure_delay_from_defaults_and_targets(tmp_path: Path) -> None:
+    text = GOOD.replace("  policy: require\n", "  policy: require\n  strict: true\n").replace(
+        "    trust: {insecure: true}\n",
+        "    trust: {insecure: true}\n    strict: false\n    auth_failure_delay: 5\n",
+    )
+    iis, mail = load_inventory(write(tmp_path, text)).select(env={"IIS_PW": "x"})
+    assert (iis.strict, iis.auth_failure_delay) == (True, 2.0)  # Dovecot's default
+    assert (mail.strict, mail.auth_failure_delay) == (False, 5.0)
+    plain = load_inventory(write(tmp_path, GOOD)).select(env={"IIS_PW": "x"})
+    assert [t.strict for t in plain] == [False, False]
+    for bad, field in (("strict: yes please", "defaults.strict"),
+                       ("auth_failure_delay: -1", "defaults.auth_failure_delay")):
+        path = write(tmp_path, GOOD.replace("  policy: require\n", f"  policy: require\n  {bad}\n"))
+        with pytest.raises(SourceError) as caught:
+            load_inventory(path).select(env={"IIS_PW": "x"})
+        assert caught.value.field == field
+
+
+def test_strict_and_auth_failure_delay_from_a_url() -> None:
+    target = target_from_url("submission://mail.example.net?strict=1&auth_failure_delay=0.5")
+    assert (target.strict, target.auth_failure_delay) == (True, 0.5)
+    default = target_from_url("submission://mail.example.net")
+    assert (default.strict, default.auth_failure_delay) == (False, 2.0)
+    with pytest.raises(SourceError, match="auth_failure_delay"):
+        target_from_url("submission://mail.example.net?auth_failure_delay=90")
+    with pytest.raises(SourceError, match="strict"):
+        target_from_url("submission://mail.example.net?strict=maybe")

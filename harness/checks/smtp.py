@@ -19,7 +19,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-from harness.checks import CheckFunction, check
+from harness.checks import CheckFunction, authpenalty, check
 from harness.checks import smtp_verdicts as verdicts
 from harness.lab.mailbox import Mailbox, find_in_mailbox
 from harness.protocols.smtp import (
@@ -37,7 +37,7 @@ from harness.protocols.smtp_client import (
     SMTPDriverError,
 )
 from harness.protocols.tls import PinMismatch, Trust, client_context, explain_tls_failure
-from harness.results import CheckResult, Status
+from harness.results import CheckResult, SkipKind, Status
 from harness.targets import SMTP_PROTOCOLS, Target
 from harness.transcript import Transcript
 
@@ -96,12 +96,15 @@ class Probe:
     def abort(self, status: Status, summary: str, **fields: Any) -> _Abort:
         return _Abort(CheckResult(check=self.name, status=status, summary=summary, **fields))
 
-    def skip(self, reason: str) -> _Abort:
-        return self.abort(Status.SKIP, reason)
+    def skip(self, reason: str, kind: SkipKind = SkipKind.COULD_NOT_RUN) -> _Abort:
+        """A skip; ``kind`` says whether the step does not apply or could not be run."""
+        return self.abort(Status.SKIP, reason, skip_kind=kind)
 
     def credentials(self) -> tuple[str, str]:
         if not self.target.user or not self.target.password:
-            raise self.skip("no user/password configured for this target")
+            raise self.skip(
+                "no user/password configured for this target", SkipKind.COULD_NOT_RUN
+            )
         return self.target.user, self.target.password
 
     # -- session steps ----------------------------------------------------------------
@@ -160,10 +163,20 @@ class Probe:
             return ehlo
         return self.starttls(ehlo, verify=verify)
 
+    def auth_plain(self, user: str, password: str, *, failing: bool = False) -> Reply:
+        """AUTH PLAIN with time for the server's penalty after failed logins (and for
+        its delayed refusal when ``failing``); the outcome is counted for later logins."""
+        with authpenalty.login_budget(self.client, self.target, failing=failing,
+                                      transcript=self.transcript):
+            reply = self.client.auth_plain(user, password)
+        if reply.code == 235 or reply.permanent:
+            authpenalty.record(self.target, success=reply.code == 235)
+        return reply
+
     def login(self) -> Reply:
         user, password = self.credentials()
         self.step = "AUTH PLAIN"
-        reply = self.client.auth_plain(user, password)
+        reply = self.auth_plain(user, password)
         if reply.code != 235:
             raise self.abort(Status.ERROR, f"login failed with {reply.code} (see auth-plain)",
                              replies=reply.wire_lines)
@@ -234,8 +247,9 @@ def smtp_check(name: str) -> Callable[[Callable[[Probe], CheckResult]], CheckFun
 
 
 def _not_on(protocols: tuple[str, ...], probe: Probe, reason: str) -> None:
+    """Skip as not applicable on these protocols (ports), e.g. AUTH checks on an MTA's 25."""
     if probe.target.protocol in protocols:
-        raise probe.skip(reason)
+        raise probe.skip(reason, SkipKind.NOT_APPLICABLE)
 
 
 # -- greeting and EHLO ---------------------------------------------------------------
@@ -390,7 +404,8 @@ def smtp_certificate_trust(probe: Probe) -> CheckResult:
     target, params = probe.target, probe.params
     mode = target.trust.mode
     if mode == "insecure":
-        raise probe.skip("target trust is 'insecure': nothing to verify against")
+        # The target chose not to be verified: the property is unproven, not irrelevant.
+        raise probe.skip(verdicts.INSECURE_TRUST_REASON, SkipKind.COULD_NOT_RUN)
     try:
         _handshake_only(probe, verify=True)
     except ssl.SSLCertVerificationError as exc:
@@ -477,7 +492,7 @@ def starttls_state_reset(probe: Probe) -> CheckResult:
     _not_on(("submissions",), probe, "no STARTTLS on implicit TLS")
     ehlo = probe.greet()
     if not ehlo.has("STARTTLS"):
-        raise probe.skip("STARTTLS not offered (see the starttls check)")
+        raise probe.skip("STARTTLS not offered (see the starttls check)", SkipKind.COULD_NOT_RUN)
     _start_tls(probe, verify=False)
     probe.step = "MAIL without EHLO after TLS"
     mail = probe.client.mail(target.mail_from)
@@ -507,7 +522,7 @@ def starttls_injection(probe: Probe) -> CheckResult:
     _not_on(("submissions",), probe, "no STARTTLS on implicit TLS")
     ehlo = probe.greet()
     if not ehlo.has("STARTTLS"):
-        raise probe.skip("STARTTLS not offered (see the starttls check)")
+        raise probe.skip("STARTTLS not offered (see the starttls check)", SkipKind.COULD_NOT_RUN)
     client = probe.client
     probe.step = "STARTTLS with pipelined NOOP"
     client.send_raw(b"STARTTLS\r\nNOOP\r\n", record="STARTTLS\\r\\nNOOP\\r\\n (one write)")
@@ -550,7 +565,7 @@ def auth_plain(probe: Probe) -> CheckResult:
     user, password = probe.credentials()
     ehlo = probe.secure(verify=True)
     probe.step = "AUTH PLAIN"
-    reply = probe.client.auth_plain(user, password)
+    reply = probe.auth_plain(user, password)
     result = verdicts.judge_auth_plain(reply, ehlo.auth_mechanisms)
     result.evidence["user"] = user
     return result
@@ -568,7 +583,7 @@ def auth_bad_password(probe: Probe) -> CheckResult:
     probe.transcript.add_secret(wrong)
     probe.secure()
     probe.step = "AUTH PLAIN with a wrong password"
-    reply = probe.client.auth_plain(user, wrong)
+    reply = probe.auth_plain(user, wrong, failing=True)
     result = verdicts.judge_auth_bad_password(reply)
     result.evidence["user"] = user
     return result
@@ -619,12 +634,12 @@ def relay_refused(probe: Probe) -> CheckResult:
 
 @smtp_check(verdicts.EXTENSIONS)
 def extensions(probe: Probe) -> CheckResult:
-    """Records SIZE, 8BITMIME, PIPELINING, SMTPUTF8 and friends (evidence only)."""
+    """Submission: AUTH after TLS (MUST) and RFC 6409's SHOULDs; 25: best practice."""
     final = probe.secure()
     in_tls = probe.client.tls is not None
     before = probe.pre_tls_ehlo or (None if in_tls else final)
     after_tls = final if in_tls else None
-    result = verdicts.judge_extensions(before, after_tls)
+    result = verdicts.judge_extensions(before, after_tls, probe.target.protocol)
     result.evidence["before_tls"] = verdicts.extension_facts(before)
     result.evidence["after_tls"] = verdicts.extension_facts(after_tls)
     return result

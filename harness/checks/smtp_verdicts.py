@@ -40,6 +40,7 @@ RECORDED_EXTENSIONS = (
     "DSN",
     "STARTTLS",
     "AUTH",
+    "ETRN",
 )
 
 
@@ -166,6 +167,13 @@ def judge_implicit_tls(
         STARTTLS, Status.PASS, f"implicit TLS works ({version})",
         expected=expected, observed=f"{version}, then {_brief(banner)}", replies=wire(banner),
     )
+
+
+# The same words as the FTPS certificate-trust check's skip.
+INSECURE_TRUST_REASON = (
+    "target trust is 'insecure': nothing is verified under insecure trust; set ca_file or "
+    "pin_sha256 to have the certificate checked"
+)
 
 
 def judge_certificate_trust(error: str | None, kind: str | None, mode: str) -> CheckResult:
@@ -500,18 +508,83 @@ def extension_facts(ehlo: Ehlo | None) -> dict[str, Any]:
     return facts
 
 
-def judge_extensions(before_tls: Ehlo | None, after_tls: Ehlo | None) -> CheckResult:
-    """Evidence only: always passes once an EHLO reply was parsed."""
+# What a server should offer in its final EHLO (after TLS where there is TLS), and why.
+# RFC 6409 sec. 7 lists each extension's status on the submission port; SIZE is a MAY
+# there but counts as best practice: without it a client learns the limit only after
+# sending the whole message. On port 25 (an MTA) the same four are best practice for
+# any modern MTA (RFC 2920, RFC 6152, RFC 2034, RFC 1870); DSN and AUTH are not asked.
+SUBMISSION_SHOULD: dict[str, str] = {
+    "PIPELINING": "SHOULD on submission (RFC 6409 sec. 7, RFC 2920)",
+    "ENHANCEDSTATUSCODES": "SHOULD on submission (RFC 6409 sec. 7, RFC 2034)",
+    "8BITMIME": "SHOULD on submission (RFC 6409 sec. 7, RFC 6152)",
+    "DSN": "SHOULD on submission (RFC 6409 sec. 7, RFC 3461)",
+    "SIZE": "MAY in RFC 6409 sec. 7, best practice: the limit known before DATA (RFC 1870)",
+}
+MTA_SHOULD: dict[str, str] = {
+    "PIPELINING": "best practice for an MTA (RFC 2920)",
+    "ENHANCEDSTATUSCODES": "best practice for an MTA (RFC 2034)",
+    "8BITMIME": "best practice for an MTA (RFC 6152)",
+    "SIZE": "best practice for an MTA: the limit known before DATA (RFC 1870)",
+}
+ADVICE_EXTENSIONS = (
+    "Offer the missing extensions; they are on by default in the common servers, so look "
+    "for what removes them: Postfix: smtpd_discard_ehlo_keywords (main.cf, or -o in the "
+    "master.cf service); Exim: pipelining_advertise_hosts, accept_8bitmime; Exchange: the "
+    "receive connector's EnhancedStatusCodesEnabled, PipeliningEnabled, "
+    "EightBitMimeEnabled, DeliveryStatusNotificationEnabled; or a proxy in front that "
+    "filters EHLO."
+)
+ADVICE_AUTH_MISSING = (
+    "A submission server MUST support AUTH (RFC 6409 sec. 4.3 and 7, RFC 4954): enable "
+    "SASL inside TLS on this port (Postfix master.cf: -o smtpd_sasl_auth_enable=yes; "
+    "Exim: an authenticator with server_advertise_condition = ${if def:tls_in_cipher}; "
+    "Exchange: the client receive connector with Basic authentication after TLS)."
+)
+
+
+def judge_extensions(
+    before_tls: Ehlo | None, after_tls: Ehlo | None, protocol: str = "submission"
+) -> CheckResult:
+    """Judge the final EHLO (after TLS where there is TLS) against what the port needs.
+
+    Submission (587, 465): no AUTH after TLS fails, because a submission server MUST
+    support AUTH and clients cannot submit without it; each missing SHOULD of RFC 6409
+    sec. 7 (and SIZE) is a warning naming it. Port 25: the best-practice four warn, AUTH
+    is not asked. ETRN (MUST NOT on submission) and SMTPUTF8 are recorded only.
+    """
     final = after_tls or before_tls
     if final is None:
         return _result(EXTENSIONS, Status.ERROR, "no EHLO reply to read extensions from")
+    submission = protocol in ("submission", "submissions")
+    wanted = SUBMISSION_SHOULD if submission else MTA_SHOULD
+    where = "after TLS" if after_tls is not None else "in plaintext (no TLS)"
     present = [key for key in RECORDED_EXTENSIONS if final.has(key)]
-    missing = [key for key in RECORDED_EXTENSIONS[:4] if not final.has(key)]
-    summary = f"extensions: {' '.join(present) or 'none'}"
+    missing = {key: why for key, why in wanted.items() if not final.has(key)}
+    evidence: dict[str, Any] = {"role": "submission" if submission else "mta",
+                                "judged": where, "missing": missing}
+    expected = (
+        "AUTH (MUST) and " if submission else ""
+    ) + f"{', '.join(wanted)} in the EHLO reply {where}"
+    offered = f"offered {where}: {' '.join(present) or 'none of the recorded extensions'}"
+    if submission and not final.auth_mechanisms:
+        return _result(
+            EXTENSIONS, Status.FAIL,
+            f"no AUTH {where} on a submission port: clients cannot authenticate to submit",
+            expected=expected, observed=offered, evidence=evidence,
+            advice=ADVICE_AUTH_MISSING,
+        )
     if missing:
-        summary += f"; not offered: {' '.join(missing)}"
-    return _result(EXTENSIONS, Status.PASS, summary,
-                   expected="evidence only", observed=summary)
+        names = ", ".join(missing)
+        return _result(
+            EXTENSIONS, Status.WARN, f"not offered {where}: {names}",
+            expected=expected,
+            observed=offered + "; missing: "
+            + "; ".join(f"{key} ({why})" for key, why in missing.items()),
+            evidence=evidence, advice=ADVICE_EXTENSIONS,
+        )
+    summary = f"extensions {where}: {' '.join(present)}"
+    return _result(EXTENSIONS, Status.PASS, summary, expected=expected, observed=offered,
+                   evidence=evidence)
 
 
 def judge_submit(

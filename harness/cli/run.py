@@ -22,8 +22,9 @@ def run(pytest_args: tuple[str, ...]) -> None:
     """Run scenarios (default ./scenarios); other arguments go to pytest.
 
     Every --lab-* option of the pytest plugin works here: --lab-inventory,
-    --lab-target, --lab-group, --lab-url, --lab-timeout, --lab-shard, --lab-junit,
-    --lab-json, --lab-html, --lab-full-trace (see `pytest --help`).
+    --lab-target, --lab-group, --lab-url, --lab-timeout, --lab-shard, --lab-strict,
+    --lab-no-preflight, --lab-junit, --lab-json, --lab-html, --lab-full-trace (see
+    `pytest --help`).
     """
     import pytest
 

@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.certs import LabPKI, lab_pki
 from harness.protocols.tls import Trust
-from harness.results import CheckResult
+from harness.results import CheckResult, Status
 from harness.scenario import LabServer
 from harness.targets import Target
 
@@ -111,13 +111,45 @@ class LabPool:
         injected = self.instance(server).params.get(check, {})
         return {**injected, **params}
 
-    def verify(self, server: LabServer, result: CheckResult) -> CheckResult:
-        """Surface errors raised inside the lab's own server threads."""
+    def error_mark(self, server: LabServer) -> list[int]:
+        """How many errors each part of ``server`` has recorded so far (see :meth:`verify`)."""
+        return [len(_errors_of(part)) for part in self.instance(server).stoppers]
+
+    def verify(
+        self, server: LabServer, result: CheckResult, since: list[int] | None = None
+    ) -> CheckResult:
+        """Turn errors raised inside the lab's own server threads into an ``error`` result.
+
+        Only errors recorded after ``since`` (an :meth:`error_mark` taken before the check)
+        count: they happened while this check ran. A lab server that broke has not shown
+        how the software it imitates behaves, so no verdict drawn from it stands, a pass
+        least of all. The check's own status and summary stay in the evidence
+        (``check_status``, ``check_summary``) next to the errors (``lab_server_errors``).
+        An error recorded just after the check returned is counted for the next check on
+        the same server: the threads do not say which session an error belongs to.
+        """
+        since = since or []
         errors: list[str] = []
-        for part in self.instance(server).stoppers:
-            errors.extend(str(e) for e in getattr(part, "errors", None) or [])
-        if errors:
-            result.evidence.setdefault("lab_server_errors", errors[-5:])
+        for index, part in enumerate(self.instance(server).stoppers):
+            seen = since[index] if index < len(since) else 0
+            errors.extend(str(e) for e in _errors_of(part)[seen:])
+        if not errors:
+            return result
+        first = " ".join(errors[0].split())
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        result.evidence["lab_server_errors"] = errors[-5:]
+        result.evidence["check_status"] = result.status.value
+        result.evidence["check_summary"] = result.summary
+        result.summary = (
+            f"lab server error during the check: {first}{more}; "
+            f"the check itself said {result.status.value}: {result.summary}"
+        )
+        result.status = Status.ERROR
+        result.skip_kind = None
+        result.advice = (
+            "The embedded lab server failed while serving this check, so the verdict "
+            "proves nothing; this is a bug in the lab, not in the server under test."
+        )
         return result
 
     def close(self) -> None:
@@ -374,6 +406,11 @@ class LabPool:
         protocol = "submission" if options.get("submission", True) else "submissions"
         port = ports[protocol] or ports["smtp"] or 0
         instance.target = self._mail_target(server, protocol, port, password)
+
+
+def _errors_of(part: Any) -> list[Any]:
+    """A lab part's recorded thread errors (servers, forwarders and blocks all keep some)."""
+    return list(getattr(part, "errors", None) or [])
 
 
 def reachable_address(host: str) -> str:

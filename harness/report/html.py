@@ -1,10 +1,11 @@
 """A self-contained HTML report: one file, inline CSS and JS, nothing fetched from anywhere.
 
-The page is a matrix per scenario (checks x targets) coloured by the check's status, with
-the Okabe-Ito palette (distinguishable with the common colour-vision deficiencies) and a
-symbol plus a text label in every cell, so colour is never the only cue. Each cell links
-to that result's evidence (replies, TLS and certificate facts, advice, transcript) in a
-``<details>`` element the small script opens.
+The page is a matrix per scenario (checks x targets) coloured by the check's status
+(pass, warn, fail, skip, error), with the Okabe-Ito palette (distinguishable with the
+common colour-vision deficiencies) and a symbol plus a text label in every cell, so
+colour is never the only cue. Each cell links to that result's evidence (replies, TLS
+and certificate facts, advice, transcript) in a ``<details>`` element the small script
+opens; problems and warnings are open from the start.
 
 Everything from a run is untrusted — server replies, certificate subjects and banners are
 written by whoever runs the server — so every value goes through :func:`html.escape`
@@ -21,16 +22,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.report.model import STATUSES, ResultRecord, RunModel, printable
+from harness.report.model import SKIP_COUNT_KEYS, STATUSES, ResultRecord, RunModel, printable
 
 # Okabe-Ito colours; dark text on each keeps contrast above 4.5:1.
 COLOURS = {
     "pass": "#009E73",
+    "warn": "#F0E442",
     "fail": "#D55E00",
     "skip": "#BBBBBB",
     "error": "#CC79A7",
 }
-SYMBOLS = {"pass": "\u2713", "fail": "\u2717", "skip": "\u2013", "error": "!"}
+SYMBOLS = {"pass": "\u2713", "warn": "\u26a0", "fail": "\u2717", "skip": "\u2013", "error": "!"}
 
 CSS = """
 :root { --ink: #1b1b1b; --muted: #555; --line: #cfcfcf; --panel: #f6f6f6; }
@@ -138,13 +140,14 @@ def _label(status: str) -> str:
 def _cell(record: ResultRecord, anchor: str) -> str:
     """A ``<td>`` coloured by status whose link opens the evidence."""
     classes = [record.status]
-    note = ""
+    notes = [record.skip_label] if record.skip_kind else []
     if not record.as_expected:
         classes.append("unexpected")
-        note = f"expected {record.expect}"
+        notes.append(f"expected {record.expect}")
     elif record.expect != "pass":
         classes.append("demo")
-        note = f"expected {record.expect}"
+        notes.append(f"expected {record.expect}")
+    note = ", ".join(notes)
     small = f"<small>{esc(note)}</small>" if note else ""
     title = f"{record.target} · {record.check_id}: {record.summary}"
     return (
@@ -186,6 +189,7 @@ def _details(record: ResultRecord, anchor: str) -> str:
     parts: list[str] = []
     verdict = [
         ("status", _label(record.status)),
+        ("skip kind", record.skip_label),
         ("expected by scenario", record.expect),
         ("outcome", record.outcome + ("" if record.as_expected else " (not as expected)")),
         ("verdict", record.message),
@@ -214,7 +218,9 @@ def _details(record: ResultRecord, anchor: str) -> str:
             "<h4>Transcript</h4><pre>" + esc("\n".join(record.transcript)) + "</pre>"
         )
     parts.append('<p><a href="#matrix">back to the matrix</a></p>')
-    is_open = " open" if not record.as_expected else ""
+    # Problems and warnings are open from the start: both come with advice to read.
+    warned = record.status == "warn" and record.expect == "pass"
+    is_open = " open" if not record.as_expected or warned else ""
     summary = (
         f'<span class="badge {esc(record.status)}">{esc(_label(record.status))}</span>'
         f"<strong>{esc(record.target)}</strong> · {esc(record.case)} — {esc(record.summary)}"
@@ -240,9 +246,18 @@ def _collection_errors(model: RunModel) -> str:
     )
 
 
+def _skip_kinds(counts: dict[str, int]) -> str:
+    """``2 not applicable, 1 could not run`` (both kinds, so a zero is visible too)."""
+    return ", ".join(
+        f"{counts[key]} {kind.replace('-', ' ')}" for kind, key in SKIP_COUNT_KEYS.items()
+    )
+
+
 def _chips(counts: dict[str, int]) -> str:
     return "".join(
-        f'<span class="{status}">{esc(_label(status))} {counts[status]}</span>'
+        f'<span class="{status}">{esc(_label(status))} {counts[status]}'
+        + (f" ({esc(_skip_kinds(counts))})" if status == "skip" else "")
+        + "</span>"
         for status in STATUSES
     )
 
@@ -254,6 +269,8 @@ def render(model: RunModel) -> str:
     verdict = (
         f"{problems} result(s) not as expected" if problems else "every result as expected"
     )
+    if model.warnings():
+        verdict += f"; {len(model.warnings())} warning(s) passed (strict would fail them)"
     run = model.run
     body: list[str] = [
         "<header><h1>ftps-lab report</h1>",
@@ -299,6 +316,7 @@ def render(model: RunModel) -> str:
     body.append(
         "<th>target</th><th>kind</th><th>endpoint</th><th>user</th><th>groups, labels</th>"
         + "".join(f"<th>{esc(s)}</th>" for s in STATUSES)
+        + "".join(f"<th>skip: {esc(k.replace('-', ' '))}</th>" for k in SKIP_COUNT_KEYS)
         + "<th>not as expected</th></tr></thead><tbody>"
     )
     for target in model.targets:
@@ -306,6 +324,7 @@ def render(model: RunModel) -> str:
         endpoint = f"{target.host}:{target.port}" if target.host else "—"
         tags = [*target.groups, *(f"{k}={v}" for k, v in sorted(target.labels.items()))]
         nums = "".join(f'<td class="num">{c[s]}</td>' for s in STATUSES)
+        nums += "".join(f'<td class="num">{c[key]}</td>' for key in SKIP_COUNT_KEYS.values())
         body.append(
             f'<tr><th scope="row">{esc(target.id)}</th><td class="num">{esc(target.kind)}</td>'
             f'<td class="num">{esc(endpoint)}</td><td class="num">{esc(_fmt(target.user))}</td>'
@@ -328,7 +347,7 @@ def render(model: RunModel) -> str:
     )
     title = (
         f"ftps-lab report: {counts['fail']} fail, {counts['error']} error, "
-        f"{counts['pass']} pass"
+        f"{counts['warn']} warn, {counts['skip']} skip, {counts['pass']} pass"
     )
     return (
         "<!DOCTYPE html>\n"

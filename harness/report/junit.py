@@ -2,9 +2,13 @@
 
 pytest's own ``--junitxml`` groups by file; people comparing server builds want to see
 "iis-build-42: 3 failures" at a glance. Each ``<testcase>`` is ``scenario::check-id`` with
-the target, protocol, TLS version and check status as properties. A ``<failure>`` (or
-``<error>``) appears only when the outcome disagrees with the scenario: a check that was
-expected to fail and did is a passing test case (its status property still says fail).
+the target, protocol, TLS version, check status and skip kind as properties; a
+``<skipped>`` message starts with the skip kind (``not applicable:``/``could not run:``).
+A warning (status ``warn``) is a passing test case unless strict; its summary and advice
+are the ``warning`` and ``advice`` properties and head its ``<system-out>``.
+A ``<failure>`` (or ``<error>``) appears only when the outcome disagrees with the scenario:
+a check that was expected to fail and did is a passing test case (its status property
+still says fail).
 """
 
 from __future__ import annotations
@@ -44,12 +48,17 @@ def _testcase(suite: ET.Element, record: ResultRecord) -> None:
             ("tls_version", record.tls_version),
             ("status", record.status),
             ("expect", record.expect),
+            *([("skip_kind", record.skip_kind)] if record.skip_kind else []),
+            # A warning passes the test case (unless strict), so CI shows it only here
+            # and in system-out: the deviation and what to do about it.
+            *([("warning", record.summary), ("advice", record.advice)]
+              if record.status == "warn" else []),
         ],
     )
     if record.outcome == "failed":
         tag = "error" if record.status == "error" else "failure"
         message = record.summary
-        if record.status in ("pass", "skip"):
+        if record.status in ("pass", "warn", "skip"):
             message = f"{record.message}: {record.summary}" if record.message else message
         element = ET.SubElement(case, tag, message=_text(message), type=record.status)
         body = record.describe()
@@ -57,10 +66,21 @@ def _testcase(suite: ET.Element, record: ResultRecord) -> None:
             body = f"verdict:  {record.message}\n{body}"
         element.text = _text(body)
     elif record.outcome == "skipped":
-        ET.SubElement(case, "skipped", message=_text(record.summary or record.message))
-    if record.transcript:
+        # The message starts with the skip kind (junit-10.xsd allows only a message), so
+        # a CI page tells "does not apply" from "unproven"; the skip_kind property has it too.
+        text = record.summary or record.message
+        label = f"{record.skip_label or 'could not run'}: "
+        message = text if text.startswith(label) else label + text
+        ET.SubElement(case, "skipped", message=_text(message))
+    out_lines = list(record.transcript)
+    if record.status == "warn":
+        head = [f"WARN {record.check_id}: {record.summary}"]
+        if record.advice:
+            head.append(f"advice: {record.advice}")
+        out_lines = [*head, *(["transcript:"] if out_lines else []), *out_lines]
+    if out_lines:
         out = ET.SubElement(case, "system-out")
-        out.text = _text("\n".join(record.transcript))
+        out.text = _text("\n".join(out_lines))
 
 
 def _suite_counts(records: list[ResultRecord]) -> dict[str, str]:

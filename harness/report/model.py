@@ -22,11 +22,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from harness.results import CheckResult, Status
+from harness.results import CheckResult, SkipKind, Status, skip_kind_of
 from harness.transcript import REDACTED, secret_forms
 
-SCHEMA_VERSION = 1
-STATUSES: tuple[str, ...] = tuple(status.value for status in Status)  # pass fail skip error
+# 2: results carry skip_kind, counts split skips by kind, and a lab server's own error
+# turns a result into status error (a status no longer always the check's own verdict).
+# 3: status warn (and counts.warn): a deviation that passes a run unless strict, so a
+# consumer that treated every non-pass status as a failure would misread it.
+SCHEMA_VERSION = 3
+STATUSES: tuple[str, ...] = tuple(status.value for status in Status)  # pass warn fail skip error
+SKIP_KINDS: tuple[str, ...] = tuple(kind.value for kind in SkipKind)
+# The counts keys of the two skip kinds: skip_not_applicable, skip_could_not_run.
+SKIP_COUNT_KEYS: dict[str, str] = {k: "skip_" + k.replace("-", "_") for k in SKIP_KINDS}
 OUTCOMES = ("passed", "failed", "skipped")
 
 
@@ -207,10 +214,11 @@ class ScenarioInfo:
 class ResultRecord:
     """One check against one target: the check's verdict and what pytest made of it.
 
-    ``status`` is the check's own verdict (pass/fail/skip/error); ``expect`` is what the
-    scenario wanted; ``outcome`` is pytest's (``failed`` when they disagree). A scenario
-    that demonstrates a fault is caught has ``status`` fail, ``expect`` fail and
-    ``outcome`` passed.
+    ``status`` is the check's own verdict (pass/warn/fail/skip/error); ``expect`` is what
+    the scenario wanted; ``outcome`` is pytest's (``failed`` when they disagree, and for a
+    warning or a could-not-run skip under strict). A scenario that demonstrates a fault
+    is caught has ``status`` fail, ``expect`` fail and ``outcome`` passed; a warning
+    under ``expect: pass`` has ``outcome`` passed unless strict.
     """
 
     nodeid: str
@@ -235,6 +243,7 @@ class ResultRecord:
     duration: float = 0.0
     tls_version: str = ""
     order: int = 0  # the check's position in its scenario, for stable ordering
+    skip_kind: str | None = None  # a SkipKind value when status is skip, else None
 
     @property
     def case(self) -> str:
@@ -261,7 +270,13 @@ class ResultRecord:
             advice=self.advice,
             duration=self.duration,
             transcript=list(self.transcript),
+            skip_kind=skip_kind_of(self.skip_kind) if self.status == "skip" else None,
         )
+
+    @property
+    def skip_label(self) -> str:
+        """``not applicable`` / ``could not run`` for a skip, else empty."""
+        return self.skip_kind.replace("-", " ") if self.skip_kind else ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -274,6 +289,7 @@ class ResultRecord:
             "target": self.target,
             "protocol": self.protocol,
             "status": self.status,
+            "skip_kind": self.skip_kind,
             "expect": self.expect,
             "outcome": self.outcome,
             "as_expected": self.as_expected,
@@ -317,6 +333,7 @@ class ResultRecord:
             duration=float(data.get("duration") or 0.0),
             tls_version=str(data.get("tls_version") or ""),
             order=int(data.get("order") or 0),
+            skip_kind=skip_kind_of(data.get("skip_kind")).value if status == "skip" else None,
         )
 
 
@@ -329,13 +346,18 @@ def tls_version_of(evidence: Mapping[str, Any]) -> str:
 
 
 def counts_of(records: Iterable[ResultRecord]) -> dict[str, int]:
+    """Per status, per skip kind (``skip_not_applicable``, ``skip_could_not_run``), the
+    total and how many results were not as expected."""
     counts = dict.fromkeys(STATUSES, 0)
+    kinds = dict.fromkeys(SKIP_COUNT_KEYS.values(), 0)
     total = unexpected = 0
     for record in records:
         counts[record.status] += 1
+        if record.status == "skip":
+            kinds[SKIP_COUNT_KEYS[skip_kind_of(record.skip_kind).value]] += 1
         total += 1
         unexpected += not record.as_expected
-    return {**counts, "total": total, "unexpected": unexpected}
+    return {**counts, **kinds, "total": total, "unexpected": unexpected}
 
 
 @dataclass
@@ -485,6 +507,13 @@ class RunModel:
         """Records whose outcome disagrees with the scenario: what makes the run fail."""
         return [r for r in self.results if not r.as_expected]
 
+    def warnings(self) -> list[ResultRecord]:
+        """Warnings that passed the run (expect: pass, not strict): shown with their
+        advice, because a deviation nobody reads is never fixed. A warning that failed
+        the run is a problem instead; one under ``expect: warn`` is a demonstration."""
+        return [r for r in self.results
+                if r.status == "warn" and r.as_expected and r.expect == "pass"]
+
     def matrix(self, scenario: str) -> tuple[list[str], list[str], dict[tuple[str, str], int]]:
         """Rows (check ids), columns (target ids) and cell -> index into ``results``."""
         rows: list[str] = []
@@ -530,19 +559,23 @@ def record_entry(
     message: str,
     result: CheckResult | None,
     duration: float,
+    skip_kind: SkipKind | str | None = None,
 ) -> dict[str, Any]:
     """A record as plain JSON types, ready to travel on a pytest report.
 
     Without a ``result`` (skipped before running, or an internal error) the record says
     so: status ``skip`` for a skip, ``error`` otherwise, with pytest's message as summary.
+    ``skip_kind`` is the result's own, else the one given, else ``could-not-run``.
     """
     if result is not None:
         data = result.to_dict()
         status = result.status.value
+        skip_kind = result.skip_kind or skip_kind
     else:
         status = "skip" if outcome == "skipped" else "error"
         data = {"summary": message, "duration": duration}
     data = jsonable(data)
+    kind = skip_kind_of(skip_kind).value if status == "skip" else None
     record = {
         "nodeid": nodeid,
         "scenario": scenario.name,
@@ -553,6 +586,7 @@ def record_entry(
         "target": target.id,
         "protocol": target.protocol,
         "status": status,
+        "skip_kind": kind,
         "expect": expect,
         "outcome": outcome,
         "message": message,

@@ -5,6 +5,10 @@ Records are built in ``pytest_runtest_makereport``, where the item (scenario, ta
 test report as plain data, so they reach the controller under pytest-xdist too. The
 controller collects them in ``pytest_runtest_logreport`` and writes the reports once, in
 ``pytest_sessionfinish``; workers never write.
+
+The same hook scrubs pytest's own report of every test (``longrepr`` and the captured
+output sections) with the same :class:`~harness.report.model.Scrubber`, before pytest's
+terminal, its ``--junitxml`` or pytest-xdist see it: one rule for every output.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from harness.report.model import (
     record_entry,
     run_info,
 )
+from harness.results import SkipKind
 
 RECORD_ATTR = "ftps_lab_record"
 
@@ -88,11 +93,38 @@ def _secret_holders(config: pytest.Config) -> list[Any]:
     return holders
 
 
-def _scrubber(config: pytest.Config, extra: Iterable[Any] = ()) -> Scrubber:
+def run_scrubber(config: pytest.Config, extra: Iterable[Any] = ()) -> Scrubber:
+    """The scrubber for everything this process knows: every target's password (raw,
+    base64, SASL PLAIN blob) plus those of ``extra`` targets (None entries are ignored)."""
     scrubber = Scrubber()
     for target in [*_secret_holders(config), *extra]:
-        scrubber.add(getattr(target, "password", None), getattr(target, "user", None))
+        if target is not None:
+            scrubber.add(getattr(target, "password", None), getattr(target, "user", None))
     return scrubber
+
+
+def scrub_test_report(report: pytest.TestReport, scrubber: Scrubber) -> None:
+    """Rewrite pytest's own report in place: the failure text (``longrepr``, whatever its
+    shape) and the captured stdout/stderr/log sections pytest prints and puts in
+    ``--junitxml``. Structured longreprs are flattened to text only when a secret is in them.
+    """
+    if not scrubber:
+        return
+    longrepr = report.longrepr
+    if isinstance(longrepr, str):
+        report.longrepr = scrubber.text(longrepr)
+    elif isinstance(longrepr, tuple) and len(longrepr) == 3:  # a skip: (path, line, reason)
+        path, line, reason = longrepr
+        report.longrepr = (scrubber.text(str(path)), line, scrubber.text(str(reason)))
+    elif longrepr is not None and scrubber.found_in(str(longrepr)):
+        report.longrepr = scrubber.text(str(longrepr))
+    report.sections = [
+        (scrubber.text(title), scrubber.text(content)) for title, content in report.sections
+    ]
+    report.user_properties = [
+        (scrubber.text(str(name)), scrubber.text(value) if isinstance(value, str) else value)
+        for name, value in report.user_properties
+    ]
 
 
 def _skip_reason(report: pytest.TestReport) -> str:
@@ -127,7 +159,10 @@ class ReportPlugin:
         from harness.plugin import ScenarioItem
 
         report: pytest.TestReport = outcome.get_result()
-        if not isinstance(item, ScenarioItem):
+        scenario_item = isinstance(item, ScenarioItem)
+        extra = [getattr(item, "resolved", None), getattr(item, "lab_target", None)]
+        scrub_test_report(report, run_scrubber(self.config, extra if scenario_item else ()))
+        if not scenario_item:
             return
         if call.when != "call" and report.passed:
             return
@@ -153,6 +188,8 @@ class ReportPlugin:
                 message = f"{call.when}: {message}"
         else:
             outcome, message = "passed", ""
+        # Items skipped at collection have no result; the plugin noted the kind on them.
+        skip_kind: SkipKind | None = result.skip_kind if result is not None else item.skip_kind
         lab = isinstance(item.lab_target, LabServer)
         target = item.resolved or (item.lab_target if isinstance(item.lab_target, Target) else None)
         info = TargetInfo(
@@ -173,7 +210,7 @@ class ReportPlugin:
             file = str(scenario.file)
         checks = list(scenario.checks)
         entry = record_entry(
-            nodeid=item.nodeid,
+            nodeid=item.nodeid.removesuffix(f"@{item.target_id}"),  # xdist loadgroup's
             scenario=ScenarioInfo(scenario.name, file, " ".join(scenario.description.split())),
             target=info,
             check=item.entry.check,
@@ -185,9 +222,10 @@ class ReportPlugin:
             message=message,
             result=result,
             duration=report.duration,
+            skip_kind=skip_kind,
         )
         extra = [t for t in (target, item.lab_target) if isinstance(t, Target)]
-        return _scrubber(self.config, extra).scrub(entry)
+        return run_scrubber(self.config, extra).scrub(entry)
 
     # -- the controller (or a serial run): collect and write --------------------------
 
@@ -217,7 +255,7 @@ class ReportPlugin:
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
         if self.worker or not (self.paths or self.entries or self.collection_errors):
             return  # not a scenario run and no report asked for: nothing to do
-        scrubber = _scrubber(self.config)
+        scrubber = run_scrubber(self.config)
         info = run_info(self.started, time.time(), int(exitstatus))
         self.model = RunModel.build(
             info, self.entries.values(), scrubber, self.collection_errors
@@ -241,8 +279,10 @@ class ReportPlugin:
         if summary and self.config.get_verbosity() > -2:
             terminalreporter.write_sep("=", "ftps-lab summary")
             for line in summary:
-                problem = line.startswith("  ")
-                terminalreporter.write_line(line, red=problem)
+                if line.startswith("  WARN "):
+                    terminalreporter.write_line(line, yellow=True)
+                else:
+                    terminalreporter.write_line(line, red=line.startswith("  "))
         for flag, path in self.written:
             terminalreporter.write_line(f"ftps-lab {flag.removeprefix('--lab-')} report: {path}")
         for error in self.errors:

@@ -179,14 +179,53 @@ def test_relay() -> None:
     assert _attempt("plain", "250 ok").to_dict()["outcome"] == "accepted"
 
 
-def test_extensions_always_pass_once_parsed() -> None:
+POSTFIX_AFTER_TLS = ("250-mail.ftps-lab.test|250-PIPELINING|250-SIZE 10240000|250-ETRN|"
+                     "250-AUTH PLAIN LOGIN|250-ENHANCEDSTATUSCODES|250-8BITMIME|250-DSN|"
+                     "250-SMTPUTF8|250 CHUNKING")
+
+
+def test_extensions_pass_when_submission_offers_auth_and_every_should() -> None:
     before = parse_ehlo(r("250-mx|250-STARTTLS|250 PIPELINING"))
-    after = parse_ehlo(r("250-mx|250-SIZE 1000|250-8BITMIME|250-SMTPUTF8|250 AUTH PLAIN"))
-    result = v.judge_extensions(before, after)
-    assert result.status is Status.PASS and "PIPELINING" in result.summary
+    after = parse_ehlo(r(POSTFIX_AFTER_TLS))
+    result = v.judge_extensions(before, after, "submission")
+    assert result.status is Status.PASS, result.summary
+    assert "after TLS" in result.summary and "PIPELINING" in result.summary
+    assert result.evidence["missing"] == {}
     facts = v.extension_facts(after)
-    assert facts["size_limit"] == 1000 and facts["smtputf8"] and not facts["pipelining"]
+    assert facts["size_limit"] == 10240000 and facts["smtputf8"] and facts["pipelining"]
+    # ETRN is a MUST NOT on submission (RFC 6409 sec. 7) but is only recorded.
+    assert facts["etrn"] is True
     assert v.judge_extensions(None, None).status is Status.ERROR
+
+
+def test_extensions_warn_naming_each_missing_should() -> None:
+    """aiosmtpd's EHLO after TLS: no PIPELINING, ENHANCEDSTATUSCODES or DSN."""
+    after = parse_ehlo(r("250-mx|250-SIZE 1000|250-8BITMIME|250-SMTPUTF8|250 AUTH PLAIN"))
+    result = v.judge_extensions(None, after, "submission")
+    assert result.status is Status.WARN
+    assert result.summary == "not offered after TLS: PIPELINING, ENHANCEDSTATUSCODES, DSN"
+    assert "PIPELINING (SHOULD on submission (RFC 6409 sec. 7, RFC 2920))" in result.observed
+    assert set(result.evidence["missing"]) == {"PIPELINING", "ENHANCEDSTATUSCODES", "DSN"}
+    assert "smtpd_discard_ehlo_keywords" in result.advice
+    no_size = parse_ehlo(r(POSTFIX_AFTER_TLS.replace("250-SIZE 10240000|", "")))
+    size = v.judge_extensions(None, no_size, "submissions")
+    assert size.status is Status.WARN and size.summary.endswith(": SIZE")
+
+
+def test_extensions_fail_without_auth_after_tls_on_submission_only() -> None:
+    no_auth = parse_ehlo(r(POSTFIX_AFTER_TLS.replace("250-AUTH PLAIN LOGIN|", "")))
+    for protocol in ("submission", "submissions"):
+        result = v.judge_extensions(None, no_auth, protocol)
+        assert result.status is Status.FAIL, protocol
+        assert result.summary.startswith("no AUTH after TLS on a submission port")
+        assert "MUST support AUTH" in result.advice
+    # Port 25: AUTH is not asked, DSN not judged; the best-practice four are.
+    assert v.judge_extensions(None, no_auth, "smtp").status is Status.PASS
+    plain = parse_ehlo(r("250-mx|250-SIZE 0|250 8BITMIME"))
+    mta = v.judge_extensions(plain, None, "smtp")
+    assert mta.status is Status.WARN
+    assert mta.summary == "not offered in plaintext (no TLS): PIPELINING, ENHANCEDSTATUSCODES"
+    assert mta.evidence["role"] == "mta"
 
 
 def test_submit() -> None:

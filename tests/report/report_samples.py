@@ -1,8 +1,9 @@
 """Shared material for the report tests: a synthetic run, a PNG reader, a pytest runner.
 
-The synthetic run covers every status, an expected failure, a result without a
-``CheckResult`` and hostile server text (markup, control characters, a password echoed
-raw and in base64), so the renderers are exercised without a network.
+The synthetic run covers every status (a warning that passed the run too), an expected
+failure, a result without a ``CheckResult`` and hostile server text (markup, control
+characters, a password echoed raw and in base64), so the renderers are exercised without
+a network.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from harness.report.model import (
     TargetInfo,
     record_entry,
 )
-from harness.results import CheckResult, Status
+from harness.results import CheckResult, SkipKind, Status
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Synth-Secret-4471"
@@ -78,6 +79,7 @@ def _entry(
     outcome: str | None = None,
     message: str = "",
     order: int = 0,
+    skip_kind: SkipKind | None = None,
 ) -> dict[str, Any]:
     if outcome is None:
         status = result.status.value if result else "skip"
@@ -98,6 +100,7 @@ def _entry(
         message=message,
         result=result,
         duration=0.25,
+        skip_kind=skip_kind,
     )
 
 
@@ -142,6 +145,7 @@ def synthetic_entries() -> list[dict[str, Any]]:
         advice="Open the passive port range in the firewall.",
         duration=0.04,
     )
+    # No skip_kind given: an unclassified skip counts as "could not run".
     epsv = CheckResult(check="epsv", status=Status.SKIP, summary="EPSV not offered", duration=0.0)
     starttls = CheckResult(
         check="starttls",
@@ -152,6 +156,17 @@ def synthetic_entries() -> list[dict[str, Any]]:
     )
     lax_pass = CheckResult(
         check="legacy-tls-refused", status=Status.PASS, summary="TLS 1.0 refused"
+    )
+    # Secure and working, but off a SHOULD: passes the run (not strict), with advice.
+    extensions = CheckResult(
+        check="extensions",
+        status=Status.WARN,
+        summary="not offered after TLS: PIPELINING, ENHANCEDSTATUSCODES, DSN",
+        expected="AUTH (MUST) and PIPELINING, ENHANCEDSTATUSCODES, 8BITMIME, DSN, SIZE",
+        observed="offered after TLS: SIZE 8BITMIME SMTPUTF8 AUTH",
+        advice="Offer the missing extensions (Postfix: smtpd_discard_ehlo_keywords).",
+        transcript=["  0.001 > EHLO ftps-lab.test", "  0.002 < 250-mx"],
+        duration=0.01,
     )
     ended = "check ended {}, expected pass"
     return [
@@ -164,10 +179,12 @@ def synthetic_entries() -> list[dict[str, Any]]:
         _entry(SITE, IIS, "epsv", epsv, order=4, message="EPSV not offered"),
         _entry(SITE, MAIL, "legacy-tls-refused", lax_pass, order=5),
         _entry(MAILS, MAIL, "starttls", starttls, order=0),
+        _entry(MAILS, MAIL, "extensions", extensions, order=3, outcome="passed"),
         _entry(MAILS, MAIL, "internal", None, outcome="failed",
                message="internal error: RuntimeError: boom", order=1),
         _entry(MAILS, MAIL, "not-applicable", None, outcome="skipped",
-               message="starttls does not apply to ftps targets", order=2),
+               message="not applicable: starttls does not apply to ftps targets", order=2,
+               skip_kind=SkipKind.NOT_APPLICABLE),
     ]
 
 

@@ -10,7 +10,9 @@ import os
 import re
 import shutil
 import signal
+import socketserver
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -77,9 +79,11 @@ def test_the_run_fails_on_the_expired_certificate_and_writes_every_report(demo: 
 def test_console_summary_counts_targets_and_lists_each_problem(demo: Run) -> None:
     out = demo.process.stdout
     summary = out[out.index("ftps-lab summary") :].splitlines()[1:]
-    assert re.match(rf"{re.escape(GOOD)}\s+3 pass\s+0 fail\s+0 skip\s+0 error\s+ok$", summary[0])
     assert re.match(
-        rf"{re.escape(LAX)}\s+1 pass\s+2 fail\s+0 skip\s+1 error\s+2 not as expected$",
+        rf"{re.escape(GOOD)}\s+3 pass\s+0 warn\s+0 fail\s+0 skip\s+0 error\s+ok$", summary[0]
+    )
+    assert re.match(
+        rf"{re.escape(LAX)}\s+1 pass\s+0 warn\s+2 fail\s+0 skip\s+1 error\s+2 not as expected$",
         summary[1],
     )
     assert summary[2] == "2 result(s) not as expected:"
@@ -122,7 +126,8 @@ def test_json_validates_and_agrees_with_pytest(demo: Run) -> None:
     run = document["run"]
     assert run["exit_status"] == 1 and run["duration"] > 0 and run["python"]
     assert document["totals"] == {
-        "pass": 4, "fail": 2, "skip": 0, "error": 1, "total": 7, "unexpected": 2
+        "pass": 4, "warn": 0, "fail": 2, "skip": 0, "error": 1, "total": 7, "unexpected": 2,
+        "skip_not_applicable": 0, "skip_could_not_run": 0,
     }
     assert [t["id"] for t in document["targets"]] == [GOOD, LAX]
     assert all(t["kind"] == "lab" and t["host"] == "127.0.0.1" for t in document["targets"])
@@ -294,6 +299,129 @@ def test_no_report_and_no_output_contains_a_password(tmp_path: Path) -> None:
         for form in forms:
             assert form not in text, f"{form!r} leaked into {name}"
     assert "deploy" in outputs["lab.json"]  # the user name is reported; only secrets are not
+
+
+ECHO_SCENARIO = """\
+scenario: echo
+description: a submission server that refuses service and echoes the password as it does
+protocols: [submission]
+checks:
+  - smtp-banner
+  - ehlo
+  - auth-plain
+"""
+
+# Loaded by the run under test: something inside the test process (a plugin, a library,
+# a debugging print) writes the password to stdout, stderr and the log while checks run.
+ECHO_CONFTEST = """\
+import base64
+import logging
+import os
+import sys
+
+PASSWORD = os.environ["ECHO_PW"]
+FORMS = [
+    PASSWORD,
+    base64.b64encode(PASSWORD.encode()).decode(),
+    base64.b64encode(("\\0deploy\\0" + PASSWORD).encode()).decode(),
+]
+
+
+def pytest_runtest_call(item):
+    print("stdout echo:", *FORMS)
+    print("stderr echo:", *FORMS, file=sys.stderr)
+    logging.getLogger("echo").warning("log echo: %s", " ".join(FORMS))
+"""
+
+
+class EchoSMTP(socketserver.ThreadingTCPServer):
+    """A submission server that refuses everyone and tells them their password doing so:
+    raw, base64 and as the SASL PLAIN blob (``\\0user\\0password``, base64)."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, forms: list[str]) -> None:
+        self.forms = forms
+        super().__init__(("127.0.0.1", 0), EchoHandler)
+
+
+class EchoHandler(socketserver.StreamRequestHandler):
+    def handle(self) -> None:
+        forms: list[str] = self.server.forms  # type: ignore[attr-defined]
+        lines = [f"554-5.7.1 go away, {forms[0]}", f"554-5.7.1 {forms[1]}", f"554 5.7.1 {forms[2]}"]
+        self.wfile.write("".join(line + "\r\n" for line in lines).encode())
+        for raw in self.rfile:
+            command = raw.decode(errors="replace").strip().upper()
+            if command == "QUIT":
+                self.wfile.write(b"221 2.0.0 bye\r\n")
+                return
+            self.wfile.write(f"554 5.7.1 {' '.join(forms)}\r\n".encode())
+
+
+def test_a_server_that_echoes_the_password_leaks_it_into_no_output(tmp_path: Path) -> None:
+    """Failing checks against a server that echoes the password raw, as base64 and as an
+    AUTH PLAIN blob, with the password also printed and logged during the checks: pytest's
+    failure text, captured output, -rA, its --junitxml, and every lab report are clean."""
+    password = "Echo-Pw-3b8e61f0d2"
+    forms = [
+        password,
+        base64.b64encode(password.encode()).decode(),
+        base64.b64encode(f"\0deploy\0{password}".encode()).decode(),
+    ]
+    write_scenario(tmp_path, ECHO_SCENARIO, name="echo.yaml")
+    (tmp_path / "conftest.py").write_text(ECHO_CONFTEST)
+    server = EchoSMTP(forms)
+    thread = threading.Thread(target=server.serve_forever, name="echo-smtp", daemon=True)
+    thread.start()
+    try:
+        (tmp_path / "inventory.yaml").write_text(
+            "version: 1\n"
+            "targets:\n"
+            "  echo:\n"
+            "    protocol: submission\n"
+            "    host: 127.0.0.1\n"
+            f"    port: {server.server_address[1]}\n"
+            "    trust: {insecure: true}\n"
+            "    user: deploy\n"
+            "    password_env: ECHO_PW\n"
+        )
+        process = run_pytest(
+            "scenarios", "-rA", "-v",
+            "--lab-inventory", "inventory.yaml",
+            "--lab-junit", "out/lab.xml",
+            "--lab-json", "out/lab.json",
+            "--lab-html", "out/lab.html",
+            "--junitxml", "out/pytest.xml",
+            "-o", "junit_logging=all",
+            cwd=tmp_path,
+            env={"ECHO_PW": password},
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = process.stdout
+    assert process.returncode == 1, out[-3000:] + process.stderr[-2000:]
+    assert "3 failed" in out
+    document = json.loads((tmp_path / "out" / "lab.json").read_text(encoding="utf-8"))
+    banner = next(r for r in document["results"] if r["check_id"] == "smtp-banner")
+    # The server did send every form; the scrubber is what kept each one out.
+    assert banner["replies"] == [
+        f"554-5.7.1 go away, {REDACTED}", f"554-5.7.1 {REDACTED}", f"554 5.7.1 {REDACTED}"
+    ]
+    assert f"server:   554-5.7.1 go away, {REDACTED}" in out  # pytest's failure text
+    assert f"stdout echo: {REDACTED} {REDACTED} {REDACTED}" in out  # captured output
+    pytest_xml = (tmp_path / "out" / "pytest.xml").read_text(encoding="utf-8")
+    assert f"stderr echo: {REDACTED}" in pytest_xml and f"log echo: {REDACTED}" in pytest_xml
+
+    outputs = {
+        path.name: path.read_text(encoding="utf-8") for path in (tmp_path / "out").iterdir()
+    }
+    assert set(outputs) == {"lab.xml", "lab.json", "lab.html", "pytest.xml"}
+    outputs["stdout"], outputs["stderr"] = out, process.stderr
+    for name, text in outputs.items():
+        for form in forms:
+            assert form not in text, f"{form!r} leaked into {name}"
 
 
 # -- the HTML in a real browser ----------------------------------------------------------

@@ -95,11 +95,11 @@ def test_the_matrix_is_coloured_and_labelled(page: Page) -> None:
     ]
     statuses = [c[0] for c in cells if c and c[0] in html_report.COLOURS]
     counts = model.counts()
-    for status in ("pass", "fail", "skip", "error"):
+    for status in ("pass", "warn", "fail", "skip", "error"):
         assert statuses.count(status) == counts[status], status
     assert ["none"] in cells  # a check that does not run against a target
     text = "".join(page.text)
-    for label in ("\u2713 PASS", "\u2717 FAIL", "\u2013 SKIP", "! ERROR"):
+    for label in ("\u2713 PASS", "\u26a0 WARN", "\u2717 FAIL", "\u2013 SKIP", "! ERROR"):
         assert label in text  # colour is never the only cue
     css = "".join(page.raw["style"])
     for status, colour in html_report.COLOURS.items():
@@ -138,3 +138,21 @@ def test_no_password_in_the_page() -> None:
     text = html_report.render(synthetic_model())
     assert PASSWORD not in text and PASSWORD_B64 not in text
     assert PASSWORD in html_report.render(synthetic_model(scrub=False))
+
+
+def test_a_skip_cell_and_its_evidence_say_the_kind(page_text: str) -> None:
+    assert "\u2013 SKIP<small>could not run</small>" in page_text
+    assert "\u2013 SKIP<small>not applicable</small>" in page_text
+    assert "<dt>skip kind</dt><dd>could not run</dd>" in page_text
+    assert "\u2013 SKIP 2 (1 not applicable, 1 could not run)" in page_text
+
+
+def test_a_warning_is_yellow_labelled_and_open_with_its_advice(page_text: str) -> None:
+    assert html_report.COLOURS["warn"] == "#F0E442"  # Okabe-Ito yellow
+    assert '<td class="warn"><a class="cell"' in page_text
+    block = re.search(r'<details class="result warn" id="r-\d+" open>(.*?)</details>',
+                      page_text, re.S)
+    assert block is not None  # open from the start, like a problem
+    assert "Offer the missing extensions" in block.group(1)
+    assert "1 warning(s) passed (strict would fail them)" in page_text
+    assert "\u26a0 WARN 1" in page_text

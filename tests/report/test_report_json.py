@@ -33,18 +33,27 @@ def document() -> dict[str, Any]:
 def test_the_schema_ships_with_the_package() -> None:
     shipped = resources.files("harness.schemas").joinpath("report.schema.json").read_text()
     assert json.loads(shipped) == json_report.schema()
-    assert json_report.schema()["properties"]["schema_version"] == {"const": 1}
+    assert json_report.schema()["properties"]["schema_version"]["const"] == 3
 
 
 def test_the_report_validates_against_the_shipped_schema(document: dict[str, Any]) -> None:
     _validator().validate(document)
     json_report.validate(document)
-    assert document["schema_version"] == 1
+    assert document["schema_version"] == 3
+
+
+def test_each_result_says_its_skip_kind(document: dict[str, Any]) -> None:
+    kinds = {r["check_id"]: r["skip_kind"] for r in document["results"]}
+    assert kinds["not-applicable"] == "not-applicable"
+    assert kinds["epsv"] == "could-not-run"  # unclassified: the cautious kind
+    assert {kinds[c] for c in kinds if c not in ("not-applicable", "epsv")} == {None}
+    totals = document["totals"]
+    assert (totals["skip_not_applicable"], totals["skip_could_not_run"]) == (1, 1)
 
 
 def test_the_report_carries_run_targets_and_results(document: dict[str, Any]) -> None:
     assert document["run"]["ftps_lab_version"] == "0.1.0"
-    assert document["totals"]["total"] == len(document["results"]) == 9
+    assert document["totals"]["total"] == len(document["results"]) == 10
     targets = {t["id"]: t for t in document["targets"]}
     assert targets["ftps://iis-build-42"]["groups"] == ["iis", "release-42"]
     assert targets["ftps://iis-build-42"]["labels"]["site"] == "<Default FTP Site>"
@@ -58,10 +67,27 @@ def test_the_report_carries_run_targets_and_results(document: dict[str, Any]) ->
     assert document["collection_errors"][0]["nodeid"] == "scenarios/broken.yaml"
 
 
+def test_a_warning_that_passed_the_run(document: dict[str, Any]) -> None:
+    """Schema 3: status warn, counted on its own; outcome passed under expect: pass."""
+    warn = next(r for r in document["results"] if r["check_id"] == "extensions")
+    assert (warn["status"], warn["expect"], warn["outcome"], warn["as_expected"]) == (
+        "warn", "pass", "passed", True
+    )
+    assert warn["skip_kind"] is None and warn["advice"].startswith("Offer the missing")
+    assert document["totals"]["warn"] == 1 and document["totals"]["unexpected"] == 3
+    targets = {t["id"]: t for t in document["targets"]}
+    assert targets["submission://postfix-1"]["counts"]["warn"] == 1
+
+
 @pytest.mark.parametrize(
     ("path", "value"),
     [
+        (("schema_version",), 1),
         (("schema_version",), 2),
+        (("results", 0, "status"), "warning"),
+        (("results", 0, "skip_kind"), "not-applicable"),  # results[0] is no skip
+        (("results", 4, "skip_kind"), None),  # results[4] is the epsv skip
+        (("results", 4, "skip_kind"), "maybe"),
         (("results", 0, "status"), "passed"),
         (("results", 0, "outcome"), "pass"),
         (("targets", 0, "kind"), "cloud"),
@@ -86,6 +112,10 @@ def test_a_missing_field_is_rejected(document: dict[str, Any]) -> None:
     broken = copy.deepcopy(document)
     del broken["results"][0]["advice"]
     with pytest.raises(jsonschema.ValidationError, match="advice"):
+        json_report.validate(broken)
+    broken = copy.deepcopy(document)
+    del broken["totals"]["warn"]
+    with pytest.raises(jsonschema.ValidationError, match="warn"):
         json_report.validate(broken)
 
 

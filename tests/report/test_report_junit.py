@@ -135,9 +135,61 @@ def test_errors_skips_and_collection_errors(root: ET.Element) -> None:
     assert error is not None and "RuntimeError: boom" in (error.get("message") or "")
     skipped = root.find(".//testcase[@name='submission::not-applicable']/skipped")
     assert skipped is not None and "does not apply" in (skipped.get("message") or "")
+
+
+def test_a_skip_says_its_kind(root: ET.Element) -> None:
+    """Property and message name the kind; the suite counts each kind."""
+    for name, kind in (("submission::not-applicable", "not-applicable"),
+                       ("iis-site::epsv", "could-not-run")):
+        case = root.find(f".//testcase[@name='{name}']")
+        assert case is not None
+        assert _properties(case)["skip_kind"] == kind
+        skipped = case.find("skipped")
+        assert skipped is not None
+        assert (skipped.get("message") or "").startswith(kind.replace("-", " ") + ": ")
+    iis = _properties(root.find(f"testsuite[@name='{IIS.id}']"))  # type: ignore[arg-type]
+    assert (iis["checks_skip"], iis["checks_skip_could_not_run"]) == ("1", "1")
+    assert iis["checks_skip_not_applicable"] == "0"
+    trust = root.find(".//testcase[@name='iis-site::certificate-trust']")
+    assert trust is not None and "skip_kind" not in _properties(trust)
     broken = root.find("testsuite[@name='collection']/testcase/error")
     assert broken is not None and "polcy" in (broken.get("message") or "")
     assert root.get("errors") == "3"
+
+
+def test_a_warning_passes_with_its_advice_in_a_property_and_system_out(
+    root: ET.Element,
+) -> None:
+    case = root.find(".//testcase[@name='submission::extensions']")
+    assert case is not None
+    assert [c.tag for c in case if c.tag in ("failure", "error", "skipped")] == []
+    props = _properties(case)
+    assert props["status"] == "warn" and props["expect"] == "pass"
+    assert props["warning"] == "not offered after TLS: PIPELINING, ENHANCEDSTATUSCODES, DSN"
+    assert props["advice"].startswith("Offer the missing extensions")
+    out = (case.findtext("system-out") or "").splitlines()
+    assert out[:3] == [
+        "WARN extensions: not offered after TLS: PIPELINING, ENHANCEDSTATUSCODES, DSN",
+        "advice: Offer the missing extensions (Postfix: smtpd_discard_ehlo_keywords).",
+        "transcript:",
+    ]
+    assert out[3].endswith("> EHLO ftps-lab.test")
+    mail = _properties(root.find(f"testsuite[@name='{MAIL.id}']"))  # type: ignore[arg-type]
+    assert mail["checks_warn"] == "1"
+
+
+def test_a_warning_failed_under_strict_is_a_failure() -> None:
+    model = synthetic_model()
+    warn = next(r for r in model.results if r.status == "warn")
+    warn.outcome, warn.message = "failed", "check warned, expected pass; --lab-strict fails it"
+    root = ET.fromstring(junit.render(model).encode("utf-8"))
+    check_structure(root)
+    failure = root.find(".//testcase[@name='submission::extensions']/failure")
+    assert failure is not None and failure.get("type") == "warn"
+    assert (failure.get("message") or "").startswith(
+        "check warned, expected pass; --lab-strict fails it: not offered after TLS"
+    )
+    assert "advice:   Offer the missing extensions" in (failure.text or "")
 
 
 def test_control_characters_cannot_break_the_xml(tmp_path: Path) -> None:

@@ -37,13 +37,18 @@ from harness.transcript import REDACTED
 def test_counts_per_run_and_per_target() -> None:
     model = synthetic_model()
     assert model.counts() == {
-        "pass": 3, "fail": 2, "skip": 2, "error": 2, "total": 9, "unexpected": 3
+        "pass": 3, "warn": 1, "fail": 2, "skip": 2, "error": 2, "total": 10, "unexpected": 3,
+        "skip_not_applicable": 1, "skip_could_not_run": 1,
     }
     by_target = model.counts_by_target()
     assert by_target[IIS.id] == {
-        "pass": 1, "fail": 2, "skip": 1, "error": 1, "total": 5, "unexpected": 2
+        "pass": 1, "warn": 0, "fail": 2, "skip": 1, "error": 1, "total": 5, "unexpected": 2,
+        "skip_not_applicable": 0, "skip_could_not_run": 1,
     }
-    assert by_target[MAIL.id]["total"] == 4 and by_target[MAIL.id]["unexpected"] == 1
+    assert by_target[MAIL.id]["total"] == 5 and by_target[MAIL.id]["unexpected"] == 1
+    assert by_target[MAIL.id]["warn"] == 1
+    # The warning passed the run: no problem, but listed among the warnings.
+    assert [r.check_id for r in model.warnings()] == ["extensions"]
     assert [t.id for t in model.targets] == [IIS.id, MAIL.id]
 
 
