@@ -42,6 +42,7 @@ from harness.lab.aioloop import abort_transport, tcp_transport
 from harness.lab.mailbox import Mailbox
 from harness.lab.serverthread import LabServerError, LabStartError
 from harness.protocols.tls import TLS_VERSIONS
+from harness.protocols.tlspolicy import lab_readiness_context, lab_server_policy, policy_context
 
 LAB_DOMAIN = "ftps-lab.test"
 ROLES = ("submission", "submissions", "mta")
@@ -151,8 +152,6 @@ class SMTPServerConfig:
         Never the interpreter's default list (Debian's python3 would add CBC and RSA key
         exchange); ``tls_min_version`` 1.0/1.1 builds a deliberately legacy server.
         """
-        from harness.protocols.tlspolicy import lab_server_policy, policy_context
-
         if not self.has_certificate:
             return None
         policy = lab_server_policy(self.tls_min_version, self.tls_max_version)
@@ -483,9 +482,7 @@ class SMTPLabServer:
             raw = stack.enter_context(socket.create_connection(self.address, timeout=timeout))
             sock: socket.socket = raw
             if self.config.implicit_tls:
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                context.check_hostname = False
-                context.verify_mode = ssl.CERT_NONE
+                context = lab_readiness_context()
                 # it takes raw's descriptor over: left open, the server's session would wait
                 # in TLS shutdown (for our close_notify) until garbage collection
                 sock = stack.enter_context(context.wrap_socket(raw))
