@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -25,12 +26,15 @@ def test_run_passes_one_scenario() -> None:
 
 
 def test_ctrl_c_during_a_run_stops_it_promptly_and_cleanly() -> None:
+    # Unbuffered: through a pipe the child would hold its first PASSED lines in an 8 KiB
+    # buffer, and a fast machine could finish the whole run before the signal.
     process = subprocess.Popen(
         [*LAB, "run", "scenarios", "-v"],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
     seen: list[str] = []
