@@ -14,11 +14,10 @@ from __future__ import annotations
 import secrets
 import ssl
 import time
-import warnings
 from collections.abc import Callable
 from typing import Any
 
-from harness.checks import CheckFunction, certlint, check
+from harness.checks import CheckFunction, authpenalty, certlint, check
 from harness.checks import ftps_verdicts as verdicts
 from harness.checks.ftps_verdicts import FileRound, LegacyOutcome, TransferSession
 from harness.protocols.ftp import FTPProtocolError, Reply
@@ -37,12 +36,13 @@ from harness.protocols.tls import (
     PinMismatch,
     TLSFacts,
     Trust,
+    classify_tls_failure,
     client_context,
     explain_tls_failure,
     is_protocol_alert,
     legacy_client_context,
 )
-from harness.results import CheckResult, Status
+from harness.results import CheckResult, SkipKind, Status
 from harness.targets import Target
 from harness.transcript import Transcript
 
@@ -51,9 +51,6 @@ DEFAULT_LEGACY_VERSIONS = ("1.0", "1.1")
 DEFAULT_FILES = 6
 DEFAULT_SIZE = 256 * 1024
 _DRIVER_ERRORS = (FTPDriverError, FTPProtocolError, ssl.SSLError, OSError)
-# OpenSSL reasons meaning "this client could not build a ClientHello for that version".
-_CLIENT_CANNOT_OFFER = ("NO_PROTOCOLS_AVAILABLE", "NO_CIPHERS_AVAILABLE", "NO_SUITABLE",
-                        "UNSUPPORTED_PROTOCOL", "VERSION_TOO_LOW")
 
 __all__ = ["FTPS_PROTOCOLS", "client_can_offer", "describe_error", "tls_evidence"]
 
@@ -150,17 +147,20 @@ class Probe:
     def abort(self, status: Status, summary: str, **fields: Any) -> _Abort:
         return _Abort(CheckResult(check=self.name, status=status, summary=summary, **fields))
 
-    def skip(self, reason: str) -> _Abort:
-        return self.abort(Status.SKIP, reason)
+    def skip(self, reason: str, kind: SkipKind = SkipKind.COULD_NOT_RUN) -> _Abort:
+        """A skip; ``kind`` says whether the step does not apply or could not be run."""
+        return self.abort(Status.SKIP, reason, skip_kind=kind)
 
     def credentials(self) -> tuple[str, str]:
         if not self.target.user or not self.target.password:
-            raise self.skip("no user/password configured for this target")
+            raise self.skip(
+                "no user/password configured for this target", SkipKind.COULD_NOT_RUN
+            )
         return self.target.user, self.target.password
 
     def explicit_only(self) -> None:
         if self.target.implicit_tls:
-            raise self.skip("implicit FTPS has no plaintext phase")
+            raise self.skip("implicit FTPS has no plaintext phase", SkipKind.NOT_APPLICABLE)
 
     def expect(self, reply: Reply, codes: tuple[int, ...], what: str, see: str = "") -> Reply:
         """Abort with ``error`` when a precondition step is not answered as needed."""
@@ -214,10 +214,21 @@ class Probe:
         self.step = "AUTH TLS"
         self.expect(client.auth_tls(), (234,), "AUTH TLS", "auth-tls")
 
+    def login_replies(self, client: FTPSClient, user: str, password: str
+                      ) -> tuple[Reply, Reply | None]:
+        """USER/PASS with time for the server's penalty after failed logins
+        (``authpenalty``); the outcome is counted for later logins."""
+        with authpenalty.login_budget(client, self.target, transcript=self.transcript):
+            first, second = client.login(user, password)
+        final = second if second is not None else first
+        if final.code == 230 or (second is not None and second.negative):
+            authpenalty.record(self.target, success=final.code == 230)
+        return first, second
+
     def login(self, client: FTPSClient) -> None:
         user, password = self.credentials()
         self.step = "USER/PASS"
-        first, second = client.login(user, password)
+        first, second = self.login_replies(client, user, password)
         final = second if second is not None else first
         if final.code != 230:
             raise self.abort(Status.ERROR, f"login failed with {final.code} (see login)",
@@ -384,7 +395,9 @@ def _peer_certificate(probe: Probe) -> bytes | None:
 def certificate_trust(probe: Probe) -> CheckResult:
     """The certificate verifies as the target's trust says (CA + host name, or pin)."""
     mode = probe.target.trust.mode
-    client = probe.client(verify=mode != "insecure")
+    if mode == "insecure":  # nothing to verify against: could not run (no connection)
+        return verdicts.judge_certificate_trust(mode, None)
+    client = probe.client(verify=True)
     try:
         _handshake(probe, client)
     except ssl.SSLCertVerificationError as exc:
@@ -426,10 +439,14 @@ def certificate_lint(probe: Probe) -> CheckResult:
 
 
 def _offer_legacy(probe: Probe, version: str) -> LegacyOutcome:
+    """Offer only TLS ``version``; refused, accepted, untestable here, or no verdict.
+
+    "untestable" is decided by :data:`harness.protocols.tls.TLS_REASONS`: a reason this
+    client raised itself (it could not offer the version, or it refused the server's
+    legacy signature or key) says nothing about the server.
+    """
     try:
-        with warnings.catch_warnings():  # ssl deprecates the very versions we test for
-            warnings.simplefilter("ignore", DeprecationWarning)
-            context = legacy_client_context(version)
+        context = legacy_client_context(version)
     except (ValueError, ssl.SSLError) as exc:
         return LegacyOutcome(version, "untestable", f"cannot build the client: {exc}")
     reason = client_can_offer(context)
@@ -441,11 +458,12 @@ def _offer_legacy(probe: Probe, version: str) -> LegacyOutcome:
     try:
         _handshake(probe, client)
     except ssl.SSLError as exc:
-        reason = str(exc.reason or exc)
-        if any(marker in reason.upper() for marker in _CLIENT_CANNOT_OFFER):
-            return LegacyOutcome(version, "untestable", reason)
+        known = classify_tls_failure(exc)
+        if known is not None and known.this_client:
+            probe.transcript.note(f"TLS {version}: this client cannot complete it here")
+            return LegacyOutcome(version, "untestable", explain_tls_failure(exc))
         if is_protocol_alert(exc):
-            return LegacyOutcome(version, "refused", reason)
+            return LegacyOutcome(version, "refused", str(exc.reason or exc))
         return LegacyOutcome(version, "error", describe_error(exc))
     except ConnectionResetError as exc:  # a reset in the middle of the handshake
         return LegacyOutcome(version, "refused", f"connection reset: {exc}")
@@ -514,7 +532,7 @@ def login(probe: Probe) -> CheckResult:
     probe.secure(client)
     probe.evidence["tls"] = tls_evidence(client.tls)
     probe.step = "USER/PASS"
-    first, second = client.login(user, password)
+    first, second = probe.login_replies(client, user, password)
     return verdicts.judge_login(first, second)
 
 
@@ -533,7 +551,10 @@ def plaintext_login_refused(probe: Probe) -> CheckResult:
     policy = target.policy
     real = bool(target.user and target.password) and _plaintext_password_allowed(probe)
     if policy == "allow" and not (target.user and target.password):
-        raise probe.skip("policy 'allow' needs credentials to prove plaintext login works")
+        raise probe.skip(
+            "policy 'allow' needs credentials to prove plaintext login works",
+            SkipKind.COULD_NOT_RUN,
+        )
     user = target.user or "ftps-lab-probe"
     decoy = f"decoy-{secrets.token_hex(6)}"
     password = target.password if real and target.password else decoy
@@ -544,7 +565,12 @@ def plaintext_login_refused(probe: Probe) -> CheckResult:
     second = None
     if first.code in (331, 332):
         probe.step = "plaintext PASS"
-        second = client.password(password)
+        # A refusal (a decoy always is) may come late: vsftpd's delay_failed_login.
+        with authpenalty.login_budget(client, target, failing=True,
+                                      transcript=probe.transcript):
+            second = client.password(password)
+        if second.code == 230 or second.negative:
+            authpenalty.record(target, success=second.code == 230)
     probe.evidence["password_sent"] = "real" if real else "decoy"
     return verdicts.judge_plaintext_login(first, second, policy, decoy=not real)
 
@@ -572,7 +598,10 @@ def pasv_address(probe: Probe) -> CheckResult:
     """PASV hands out the address clients reach and a port of the configured range."""
     client = probe.session()
     if client.peer_ip is not None and ":" in client.peer_ip:
-        raise probe.skip("the control connection is IPv6: PASV is IPv4-only (see epsv)")
+        raise probe.skip(
+            "the control connection is IPv6: PASV is IPv4-only (see epsv)",
+            SkipKind.NOT_APPLICABLE,
+        )
     expected = probe.target.passive_address or client.peer_ip or probe.target.host
     probe.step = "PASV + LIST"
     transfer = client.list(mode="PASV")
@@ -603,7 +632,15 @@ def _name(probe: Probe, index: int) -> str:
 
 @ftps_check(verdicts.SESSION_REUSE)
 def data_session_reuse(probe: Probe) -> CheckResult:
-    """Data connections resume the control TLS session; records whether reuse is required."""
+    """Data connections resume the control TLS session; records whether reuse is required.
+
+    ``params: {session_reuse_required: true|false}`` overrides the target's
+    ``session_reuse_required`` (the lab sets it from ``require_session_reuse``).
+    """
+    required = probe.params.get("session_reuse_required", probe.target.session_reuse_required)
+    if required is not None and not isinstance(required, bool):
+        raise probe.abort(Status.ERROR, "param session_reuse_required must be true or false, "
+                                        f"not {required!r}")
     client = probe.session()
     name = _name(probe, 0)
     probe.step = "LIST with session reuse"
@@ -619,12 +656,17 @@ def data_session_reuse(probe: Probe) -> CheckResult:
     client.close()
     probe.step = "LIST without session reuse (second login)"
     without: Transfer | None = None
+    error: str | None = None
     try:
         other = probe.session(reuse=False)
         without = other.list()
+    except FTPControlLost as exc:  # e.g. a server that hangs up instead of answering
+        without, error = exc.transfer, describe_error(exc)
     except (FTPDriverError, FTPProtocolError, OSError) as exc:
-        probe.evidence["without_reuse_error"] = describe_error(exc)
-    return verdicts.judge_session_reuse(transfers, without, probe.target.session_reuse_required)
+        error = describe_error(exc)
+    if error is not None:
+        probe.evidence["without_reuse_error"] = error
+    return verdicts.judge_session_reuse(transfers, without, required, error)
 
 
 @ftps_check(verdicts.TRANSFERS)

@@ -15,7 +15,7 @@ from typing import Any
 
 from harness.protocols.ftp import Features, Reply
 from harness.protocols.ftps_client import Passive, Transfer
-from harness.results import CheckResult, Status
+from harness.results import CheckResult, SkipKind, Status
 
 BANNER = "banner"
 FEAT_AUTH_TLS = "feat-auth-tls"
@@ -110,6 +110,12 @@ ADVICE_REUSE_REQUIRE = (
     "Require session reuse so a third party cannot hijack the data connection: vsftpd: "
     "require_ssl_reuse=YES; ProFTPD: remove 'TLSOptions NoSessionReuseRequired'; FileZilla "
     "Server: 'Require TLS session resumption on data connection'. IIS cannot enforce it."
+)
+ADVICE_REUSE_LEAK = (
+    "The server decides on session reuse only after it has started sending: whoever opened "
+    "the data connection received data before the refusal. The check must come right after "
+    "the data connection's TLS handshake, before any transfer byte (vsftpd, ProFTPD and "
+    "FileZilla Server do so); update the server."
 )
 ADVICE_LOGIN = (
     "Check the account: IIS: FTP Authentication (Basic enabled) and FTP Authorization Rules "
@@ -295,17 +301,23 @@ def classify_verify_error(code: int | None, message: str) -> str:
     return "other"
 
 
+INSECURE_TRUST_REASON = (
+    "target trust is 'insecure': nothing is verified under insecure trust; set ca_file or "
+    "pin_sha256 to have the certificate checked"
+)
+
+
 def judge_certificate_trust(mode: str, kind: str | None, detail: str = "") -> CheckResult:
     """``kind`` is None when the handshake verified, else a :func:`classify_verify_error` kind
-    or ``pin``. Trust mode ``insecure`` passes but says plainly that nothing was verified."""
+    or ``pin``. Trust mode ``insecure`` verifies nothing, so the check could not run: a
+    skip (``--lab-strict`` fails it), never a pass that proves nothing."""
     evidence: dict[str, Any] = {"trust": mode, "verified": mode != "insecure" and kind is None}
     if mode == "insecure":
-        return _result(CERT_TRUST, Status.PASS,
-                       "certificate trust NOT verified (insecure): the target is configured "
-                       "to accept any certificate",
+        return _result(CERT_TRUST, Status.SKIP, INSECURE_TRUST_REASON,
                        expected="trust per target (insecure: none)",
                        observed="not verified (insecure)", evidence=evidence,
-                       advice="Configure a ca_file or a SHA-256 pin to have trust verified.")
+                       advice="Configure a ca_file or a SHA-256 pin to have trust verified.",
+                       skip_kind=SkipKind.COULD_NOT_RUN)
     expected = {"ca": "chain to the CA file and host name match",
                 "pin": "leaf SHA-256 equals the pin",
                 "system": "chain to the system trust store and host name match"}.get(mode, mode)
@@ -394,7 +406,8 @@ def judge_legacy_tls(outcomes: Sequence[LegacyOutcome]) -> CheckResult:
         return _result(LEGACY_TLS, Status.SKIP,
                        "this client cannot offer "
                        + ", ".join(f"TLS {o.version} ({o.detail})" for o in untestable),
-                       expected=expected, observed=observed, evidence=evidence)
+                       expected=expected, observed=observed, evidence=evidence,
+                       skip_kind=SkipKind.COULD_NOT_RUN)
     summary = "server refuses " + ", ".join(f"TLS {o.version}" for o in refused)
     if untestable:
         summary += "; not tested (client cannot offer): " + ", ".join(
@@ -455,13 +468,23 @@ def judge_login(user: Reply, password: Reply | None) -> CheckResult:
                    advice=ADVICE_LOGIN)
 
 
+ADVICE_DECOY = (
+    "To prove it, send the real password in plaintext to a test account: check parameter "
+    "plaintext_password: true (it then crosses the network in clear text), or run from "
+    "the server's own loopback, where the real password is sent by default."
+)
+
+
 def judge_plaintext_login(
     user: Reply, password: Reply | None, policy: str, *, decoy: bool = False
 ) -> CheckResult:
     """USER/PASS before AUTH TLS: refused under ``require``, accepted under ``allow``.
 
     ``decoy`` means PASS carried a made-up password (the real one is never sent in
-    plaintext to a remote host), so a refused PASS proves nothing about the real one.
+    plaintext to a remote host). Any server refuses a wrong password, so a refused decoy
+    proves neither refusal (``require``) nor acceptance (``allow``) of the real one:
+    the check could not run. USER accepted and the real PASS refused is secure but late
+    (a client that tries has sent its password in clear): a warning.
     """
     replies = wire(user, password)
     evidence: dict[str, Any] = {"policy": policy, "user_code": user.code,
@@ -472,6 +495,7 @@ def judge_plaintext_login(
         evidence["refusal_style"] = vendor
     logged_in = (password is not None and password.code in (230, 202)) or user.code == 230
     user_ok = user.code in (331, 332) or user.code == 230
+    decoy_refused = (user_ok and decoy and password is not None and password.negative)
     if policy == "allow":
         expected = "plaintext USER/PASS accepted (policy: allow)"
         if logged_in:
@@ -479,12 +503,14 @@ def judge_plaintext_login(
                            "plaintext login allowed (230), as the policy says",
                            expected=expected, observed=brief(password or user), replies=replies,
                            evidence=evidence)
-        if user_ok and decoy:
-            return _result(PLAINTEXT_LOGIN, Status.PASS,
-                           f"plaintext USER accepted ({user.code}); PASS was only tried with a "
-                           "decoy password, so acceptance of the real one is not proven",
+        if decoy_refused:
+            return _result(PLAINTEXT_LOGIN, Status.SKIP,
+                           f"plaintext USER accepted ({user.code}), but PASS was only tried "
+                           f"with a decoy password (refused, {password.code if password else '-'}"
+                           "): whether the real password logs in without TLS is not proven",
                            expected=expected, observed=f"{brief(user)}; {brief(password)}",
-                           replies=replies, evidence=evidence)
+                           replies=replies, evidence=evidence, advice=ADVICE_DECOY,
+                           skip_kind=SkipKind.COULD_NOT_RUN)
         step = password if user_ok and password is not None else user
         return _result(PLAINTEXT_LOGIN, Status.FAIL,
                        f"plaintext login refused ({step.code}) although policy is 'allow'",
@@ -503,16 +529,29 @@ def judge_plaintext_login(
                        f"plaintext USER refused with {user.code}{who}",
                        expected=expected, observed=brief(user), replies=replies,
                        evidence=evidence)
-    if user_ok and password is not None and password.negative:
-        note = (f"USER was accepted in plaintext ({user.code}); PASS refused with "
-                f"{password.code}")
-        if decoy:
-            note += " (decoy password: the real one is never sent in plaintext to a remote host)"
+    if decoy_refused:
+        assert password is not None
+        note = (f"USER was accepted in plaintext ({user.code}); a decoy PASS was refused "
+                f"with {password.code}, as any wrong password is")
         evidence["note"] = note
-        return _result(PLAINTEXT_LOGIN, Status.PASS, f"plaintext login refused at PASS; {note}",
+        return _result(PLAINTEXT_LOGIN, Status.SKIP,
+                       f"{note}: refusal of the real password without TLS is not proven",
                        expected=expected, observed=f"{brief(user)}; {brief(password)}",
                        replies=replies, evidence=evidence,
-                       advice="Better: refuse USER already. " + ADVICE_REQUIRE_CONTROL)
+                       advice=ADVICE_DECOY + " Better still, refuse USER already: "
+                       + ADVICE_REQUIRE_CONTROL,
+                       skip_kind=SkipKind.COULD_NOT_RUN)
+    if user_ok and password is not None and password.negative:
+        note = (f"USER was accepted in plaintext ({user.code}); the real PASS was refused "
+                f"with {password.code}")
+        evidence["note"] = note
+        return _result(PLAINTEXT_LOGIN, Status.WARN,
+                       f"plaintext login refused only at PASS ({password.code}): a client "
+                       "that tries has sent its password in clear text before the refusal",
+                       expected=expected, observed=f"{brief(user)}; {brief(password)}",
+                       replies=replies, evidence=evidence,
+                       advice="Refuse USER already, as IIS, vsftpd, ProFTPD and pure-ftpd "
+                       "do: " + ADVICE_REQUIRE_CONTROL)
     return _result(PLAINTEXT_LOGIN, Status.FAIL,
                    f"unexpected answer to plaintext login: USER {user.code}, "
                    f"PASS {password.code if password else '-'}",
@@ -691,23 +730,81 @@ def judge_epsv(
 # -- session reuse -------------------------------------------------------------------------
 
 
+# Codes a server refuses a data connection with when it did not resume the session.
+REUSE_REFUSALS = {
+    522: "vsftpd require_ssl_reuse, the lab",
+    425: "ProFTPD mod_tls, FileZilla Server",
+}
+
+
+@dataclass(frozen=True)
+class ReuseProbe:
+    """What the data connection WITHOUT session reuse showed: ``requires`` is ``yes``
+    (refused with a session-reuse code), ``no`` (it worked) or ``unknown`` (anything
+    else: no transfer, another refusal, a broken connection), ``why`` says which."""
+
+    requires: str
+    why: str
+    refusal: Reply | None = None
+    stage: str = ""  # which reply refused it: "preliminary" or "final"
+
+
+def classify_without_reuse(without_reuse: Transfer | None, error: str | None = None) -> ReuseProbe:
+    """Only the data command's own refusal with 522 or 425 means "reuse required"; a
+    refused PASV, a lost connection or a 550 say nothing about session reuse."""
+    if without_reuse is None:
+        return ReuseProbe("unknown", f"no transfer without reuse: {error or 'not attempted'}")
+    command = without_reuse.command
+    if without_reuse.ok:
+        return ReuseProbe("no", f"{command} without reuse completed "
+                                f"({brief(without_reuse.final)})")
+    for stage, reply in (("preliminary", without_reuse.preliminary),
+                         ("final", without_reuse.final)):
+        if reply is None or not reply.negative:
+            continue
+        if reply.code in REUSE_REFUSALS:
+            return ReuseProbe("yes", f"{command} without reuse refused: {reply.first}",
+                              reply, stage)
+        known = ", ".join(f"{code} ({who})" for code, who in REUSE_REFUSALS.items())
+        return ReuseProbe("unknown", f"{command} without reuse was refused with "
+                                     f"{reply.first!r}, which is not a session-reuse refusal "
+                                     f"({known})", reply, stage)
+    return ReuseProbe("unknown", f"{command} without reuse did not complete: "
+                                 f"{without_reuse.diagnosis}")
+
+
 def judge_session_reuse(
-    transfers: Sequence[Transfer], without_reuse: Transfer | None, required: bool | None
+    transfers: Sequence[Transfer], without_reuse: Transfer | None, required: bool | None,
+    without_reuse_error: str | None = None,
 ) -> CheckResult:
     """Data connections resuming the control session work and do resume; whether the
-    server *requires* reuse is recorded, and judged only when the target says it must."""
+    server *requires* reuse is recorded, and judged only when the target says it must:
+    then only a 522/425 refusal of the data command, with no byte of it delivered, passes,
+    and a result that cannot tell is an error, never a pass."""
     expected = "every data connection resumes the control TLS session"
     if required:
-        expected += "; a data connection without reuse is refused"
+        expected += ("; a data connection without reuse is refused with 522 or 425 before "
+                     "any data")
     evidence: dict[str, Any] = {
         "data_connections": [t.to_dict() for t in transfers],
         "session_reuse_required_by_target": required,
     }
-    requires = "unknown"
+    probe = classify_without_reuse(without_reuse, without_reuse_error)
+    requires = probe.requires
     if without_reuse is not None:
-        requires = "no" if without_reuse.ok else "yes"
         evidence["without_reuse"] = without_reuse.to_dict()
     evidence["server_requires_session_reuse"] = requires
+    evidence["without_reuse_outcome"] = probe.why
+    if probe.refusal is not None:
+        evidence["without_reuse_refusal"] = {
+            "code": probe.refusal.code,
+            "text": probe.refusal.text,
+            "reply": probe.refusal.first,
+            "stage": probe.stage,
+        }
+    leaked = without_reuse.size if requires == "yes" and without_reuse is not None else 0
+    if requires == "yes":
+        evidence["without_reuse_bytes_before_refusal"] = leaked
     replies = wire(*(r for t in transfers for r in t.replies[1:]))
     if without_reuse is not None:
         replies += wire(*without_reuse.replies[1:])
@@ -728,14 +825,28 @@ def judge_session_reuse(
                        replies=replies, evidence=evidence, advice=ADVICE_REUSE_SUPPORT)
     observed = (f"{len(transfers)} data connections resumed the session; server requires "
                 f"session reuse: {requires}")
-    if requires == "yes" and without_reuse is not None and without_reuse.refusal is not None:
-        observed += f" (without reuse: {without_reuse.refusal.first})"
+    if probe.refusal is not None:
+        observed += f" (without reuse: {probe.refusal.first})"
+    if leaked:
+        observed += f"; {leaked} bytes of the transfer arrived before the refusal"
     if required and requires == "no":
         return _result(SESSION_REUSE, Status.FAIL,
                        "server accepts a data connection that does not resume the control "
                        "session, but the target must require reuse",
                        expected=expected, observed=observed, replies=replies,
                        evidence=evidence, advice=ADVICE_REUSE_REQUIRE)
+    if required and requires == "unknown":
+        return _result(SESSION_REUSE, Status.ERROR,
+                       "cannot tell whether the server requires session reuse: " + probe.why,
+                       expected=expected, observed=observed, replies=replies,
+                       evidence=evidence)
+    if required and leaked:
+        return _result(SESSION_REUSE, Status.FAIL,
+                       f"server refuses a data connection without session reuse "
+                       f"({probe.refusal.first if probe.refusal else ''}) only after "
+                       f"{leaked} bytes of the transfer went over it",
+                       expected=expected, observed=observed, replies=replies,
+                       evidence=evidence, advice=ADVICE_REUSE_LEAK)
     return _result(SESSION_REUSE, Status.PASS, observed, expected=expected, observed=observed,
                    replies=replies, evidence=evidence)
 

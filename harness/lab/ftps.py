@@ -35,6 +35,13 @@ from harness.lab.ftps_handlers import (
     LabTLSHandler,
 )
 from harness.lab.serverthread import IOLoopThread, LabServerError, LabStartError
+from harness.protocols.tlspolicy import (
+    LEGACY_CIPHERS,
+    SERVER_POLICY,
+    SERVER_TLS12_CIPHERS,
+    configure_pyopenssl,
+    lab_readiness_context,
+)
 
 __all__ = [
     "FORWARD_SECRET_CIPHERS",
@@ -48,11 +55,12 @@ __all__ = [
 ]
 
 POLICIES = ("require", "allow")
-# TLS 1.2 suites with forward secrecy and AEAD only: no RSA key exchange, no CBC.
-FORWARD_SECRET_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
-LEGACY_CIPHERS = "ALL:@SECLEVEL=0"
-# The ``cipher_mismatch`` fault: TLS 1.2 CBC/SHA-1 suites only. Modern clients (Python's
-# default list has !SHA1, browsers and curl dropped them) offer none of them, so the
+# TLS 1.2 suites with forward secrecy and AEAD only: no RSA key exchange, no CBC (the
+# lab server policy, harness.protocols.tlspolicy.SERVER_POLICY).
+FORWARD_SECRET_CIPHERS = SERVER_TLS12_CIPHERS
+# The ``cipher_mismatch`` fault: TLS 1.2 CBC/SHA-1 suites only. The judging client's
+# policy (tlspolicy.CLIENT_TLS12_CIPHERS: !SHA1) offers none of them on every
+# interpreter, Debian's python3 included, and browsers and curl dropped them too, so the
 # server answers the ClientHello with a handshake_failure alert.
 MISMATCHED_CIPHERS = "ECDHE-ECDSA-AES256-SHA:ECDHE-RSA-AES256-SHA"
 # What a server that does not do explicit FTPS answers to AUTH TLS (``refuse_auth_tls``).
@@ -204,12 +212,12 @@ def build_ssl_context(config: FTPSServerConfig) -> SSL.Context:
     ctx.set_options(
         SSL.OP_NO_SSLv2 | SSL.OP_NO_SSLv3 | SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE
     )
+    configure_pyopenssl(ctx, SERVER_POLICY)  # then narrowed, or lowered for a legacy server
     if config.legacy_tls_version is not None:
         ctx.set_min_proto_version(_LEGACY_VERSIONS[config.legacy_tls_version])
         ctx.set_cipher_list(LEGACY_CIPHERS.encode())
     else:
         ctx.set_min_proto_version(_MODERN_VERSIONS[config.min_tls])
-        ctx.set_cipher_list(FORWARD_SECRET_CIPHERS.encode())
     if config.max_tls is not None:
         ctx.set_max_proto_version({**_LEGACY_VERSIONS, **_MODERN_VERSIONS}[config.max_tls])
     if config.cipher_mismatch:  # TLS 1.3 suites cannot be switched off, so no TLS 1.3
@@ -341,6 +349,9 @@ class FTPSLabServer:
         required = config.policy == "require"
         attrs.update(
             ssl_context=self.build_ssl_context(),
+            # Each control connection handshakes through a context of its own, so its
+            # data connections can resume its sessions and no one else's.
+            session_context_factory=staticmethod(self.build_ssl_context),
             certfile=str(config.certfile),
             keyfile=str(config.keyfile or config.certfile),
             tls_control_required=required,
@@ -397,13 +408,7 @@ class FTPSLabServer:
         return self
 
     def _probe_context(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        if self.config.legacy_tls_version is not None:
-            context.set_ciphers(LEGACY_CIPHERS)
-            context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
-        return context
+        return lab_readiness_context()
 
     def _probe(self, timeout: float) -> None:
         """Prove the server serves: connect, read the whole 220 banner, QUIT.

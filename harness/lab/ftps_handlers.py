@@ -6,7 +6,12 @@ What stock pyftpdlib 2.2 lacks, and is added here:
   the control connection is wrapped at accept and the 220 banner waits for the handshake;
 * required TLS session reuse on the data channel (vsftpd ``require_ssl_reuse=YES``):
   a data connection that did not resume the control session is closed and answered
-  ``522`` on the control connection, exactly like vsftpd;
+  ``522`` on the control connection, like vsftpd, and not one byte of the transfer is
+  written to it before that verdict, whichever comes first, the data command or the
+  handshake;
+* a TLS session bound to its control connection: each control connection gets its own
+  SSL context (own session cache, ticket keys and session id context), and its data
+  connections are handshaken through it, so only that connection's sessions resume;
 * passive-range exhaustion as an error (``425``) instead of a silent random port;
 * PROT C refused at transfer time too, not only at PASV/PORT;
 * deliberate faults, each switched on per server: no banner, the control connection
@@ -22,6 +27,7 @@ made by :class:`harness.lab.ftps.FTPSLabServer`, never of these shared classes.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -35,6 +41,9 @@ from pyftpdlib.log import logger
 REUSE_REQUIRED_REPLY = "522 SSL connection failed; session reuse required"
 UNCLEAN_UPLOAD_REPLY = (
     "426 Data connection closed without TLS close_notify; upload may be truncated."
+)
+HANDSHAKE_UNFINISHED_REPLY = (
+    "426 Data connection closed before its TLS handshake finished; transfer aborted."
 )
 PASSIVE_EXHAUSTED_REPLY = "425 No passive port available."
 CONTROL_TLS_REQUIRED_REPLY = "550 SSL/TLS required on the control channel."
@@ -223,14 +232,56 @@ class LabTLSDTPHandler(_LabDataFaults, TLS_DTPHandler):  # type: ignore[misc]
     The verdict is taken when the handshake completes but delivered only once a
     transfer command has started on this channel, so the ``522`` always answers a
     transfer command (after its ``125``/``150``), as with vsftpd.
+
+    Nothing of a transfer is written before that verdict. When the data command comes
+    before the handshake is done (ftplib and the harness's client send it first and
+    handshake after the ``150``; curl races the two), pyftpdlib pushes the data at once,
+    and pyOpenSSL's ``send`` on a connection still in its handshake can finish the
+    handshake inside ``SSL_write`` and send the data in the same call, before
+    ``handle_ssl_established`` ever runs. So output pushed during the handshake is held
+    (``initiate_send`` does nothing, the loop waits for reads only) and released, or
+    dropped with the refusal, by the verdict.
     """
 
     _session_refusal: str | None = None
+    _handshake_judged = False  # the handshake ended (verdict taken, or it failed)
+
+    def _holding(self) -> bool:
+        """Output must wait: TLS was requested and its verdict is not in yet."""
+        return bool(self._ssl_requested) and not self._handshake_judged
+
+    def initiate_send(self) -> None:
+        if self._holding():
+            return  # SSL_write would finish the handshake itself and send the data
+        # An empty listing (NLST of an empty directory) queues b"": asynchat would hand
+        # it to SSL_write(0), which pyOpenSSL reports as an EOF, and a 426 would follow.
+        fifo = self.producer_fifo
+        while fifo and isinstance(fifo[0], bytes) and not fifo[0]:
+            fifo.popleft()
+        super().initiate_send()
+
+    def _wait_for_verdict(self) -> None:
+        """While output is held, the handshake needs reads; a writable socket would
+        only make the loop spin until the client's next flight arrives."""
+        if self._closed or not self._holding():
+            return
+        events = self.ioloop.READ
+        if self._ssl_want_write:
+            events |= self.ioloop.WRITE
+        self._wanted_io_events = self.ioloop.READ
+        self.modify_ioloop_events(events)
+
+    def _release(self) -> None:
+        """Send what was held, now that the session has been accepted."""
+        if self._initialized and not self.receive and not self.stalled and self.producer_fifo:
+            self._wanted_io_events = self.ioloop.WRITE
+            self.modify_ioloop_events(self.ioloop.WRITE)
 
     def handle_ssl_established(self) -> None:
         super().handle_ssl_established()
         control = self.cmd_channel
         refusal = control.data_session_refusal(self.socket)
+        self._handshake_judged = True
         control.lab.record_data_handshake(
             DataHandshake(
                 tls_version=self.socket.get_protocol_version_name(),
@@ -242,6 +293,8 @@ class LabTLSDTPHandler(_LabDataFaults, TLS_DTPHandler):  # type: ignore[misc]
             self._session_refusal = refusal
             if self._initialized:
                 self._refuse_session()
+        else:
+            self._release()
 
     def _refuse_session(self) -> None:
         assert self._session_refusal is not None
@@ -251,6 +304,7 @@ class LabTLSDTPHandler(_LabDataFaults, TLS_DTPHandler):  # type: ignore[misc]
         self.close()
 
     def handle_failed_ssl_handshake(self) -> None:
+        self._handshake_judged = True  # pyftpdlib answers 522 itself
         self.cmd_channel.lab.record_tls_failure("data channel TLS handshake failed")
         super().handle_failed_ssl_handshake()
 
@@ -262,6 +316,7 @@ class LabTLSDTPHandler(_LabDataFaults, TLS_DTPHandler):  # type: ignore[misc]
             self._refuse_session()
             return
         super().push(data)
+        self._wait_for_verdict()
 
     def push_with_producer(self, producer: Any) -> None:
         if self._session_refusal is not None:
@@ -269,6 +324,7 @@ class LabTLSDTPHandler(_LabDataFaults, TLS_DTPHandler):  # type: ignore[misc]
             self._refuse_session()
             return
         super().push_with_producer(producer)
+        self._wait_for_verdict()
 
     def close(self) -> None:
         """An upload that ends without the client's TLS close_notify may be cut short.
@@ -276,7 +332,12 @@ class LabTLSDTPHandler(_LabDataFaults, TLS_DTPHandler):  # type: ignore[misc]
         pyftpdlib treats any end of the connection as the end of the file and answers
         226; a connection reset mid-upload then leaves a truncated file reported as
         complete. Like vsftpd's ``strict_ssl_read_eof``, the lab answers 426 instead.
+        A transfer whose data connection closed before its handshake finished gets 426
+        too: without it the control connection would never hear about that transfer.
         """
+        if not self._closed and self._initialized and self._holding() and not self._resp:
+            self.transfer_finished = False
+            self._resp = (HANDSHAKE_UNFINISHED_REPLY, logger.info)
         if (
             not self._closed
             and self.receive
@@ -305,7 +366,25 @@ class LabTLSHandler(_LabControl, TLS_FTPHandler):  # type: ignore[misc]
     implicit_tls: ClassVar[bool] = False
     require_session_reuse: ClassVar[bool] = False
     auth_tls_refusal: ClassVar[str | None] = None
+    # Makes the SSL context of one control connection (None: the server-wide one).
+    session_context_factory: ClassVar[Callable[[], SSL.Context] | None] = None
     _banner_pending = False
+
+    # --- one TLS session lineage per control connection
+
+    def secure_connection(self, ssl_context: SSL.Context) -> None:
+        """Handshake through a context of this control connection's own.
+
+        Its data connections use the same context (``LabTLSDTPHandler``), so they can
+        resume this connection's sessions, and only those: another connection's TLS 1.2
+        session id is not in this context's cache, its TLS 1.2 or 1.3 ticket was sealed
+        with other ticket keys, and its session id context differs, so OpenSSL falls back
+        to a full handshake, which ``data_session_refusal`` refuses. (vsftpd binds only
+        session ids this way: its forked session processes share one set of ticket keys.)
+        """
+        if self.session_context_factory is not None:
+            self.ssl_context = self.session_context_factory()
+        super().secure_connection(self.ssl_context)
 
     # --- implicit FTPS: handshake first, banner afterwards
 

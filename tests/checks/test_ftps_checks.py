@@ -20,10 +20,10 @@ from harness.certs import LabPKI, lab_pki
 from harness.checks import REGISTRY, load_all, run_check
 from harness.checks import ftps as ftps_checks
 from harness.lab.ftps import FTPSLabServer, FTPSServerConfig
-from harness.lab.ftps_handlers import LabTLSHandler
+from harness.lab.ftps_handlers import REUSE_REQUIRED_REPLY, LabTLSHandler
 from harness.lab.pool import free_port_range
 from harness.protocols.tls import Trust
-from harness.results import CheckResult, Status
+from harness.results import CheckResult, SkipKind, Status
 from harness.targets import Target
 
 USER = "lab"
@@ -172,11 +172,24 @@ def test_policy_checks_both_ways(
 
 
 def test_plaintext_password_is_a_decoy_unless_allowed(lab: Any) -> None:
+    """This server ALLOWS plaintext login, and a refused decoy cannot tell: the check
+    used to pass here ("refused at PASS"); it could not run, and says so."""
     with lab(policy="allow", target={"policy": "require"}) as (_, target):
         result = run("plaintext-login-refused", target, plaintext_password=False)
-    # USER accepted, decoy PASS refused: a pass with a note, and the real password stayed home.
-    assert result.status is Status.PASS and "decoy" in result.summary
-    assert result.evidence["password_sent"] == "decoy"
+    assert (result.status, result.skip_kind) == (Status.SKIP, SkipKind.COULD_NOT_RUN)
+    assert "decoy" in result.summary and "not proven" in result.summary
+    assert result.evidence["password_sent"] == "decoy"  # the real password stayed home
+    assert result.transcript  # it did connect and try USER/PASS
+
+
+def test_policy_allow_with_a_decoy_could_not_run(lab: Any) -> None:
+    """Policy allow, real password kept home: acceptance unproven, a could-not-run skip
+    (it used to pass, saying acceptance was "not proven")."""
+    with lab(policy="allow", target={"policy": "allow"}) as (_, target):
+        result = run("plaintext-login-refused", target, plaintext_password=False)
+    assert (result.status, result.skip_kind) == (Status.SKIP, SkipKind.COULD_NOT_RUN)
+    assert "whether the real password logs in without TLS is not proven" in result.summary
+    assert "plaintext_password: true" in result.advice
 
 
 # --- session reuse ------------------------------------------------------------------------
@@ -195,6 +208,56 @@ def test_session_reuse_not_supported(lab: Any) -> None:
     with lab(session_resumption=False) as (_, target):
         result = run("data-session-reuse", target)
     assert result.status is Status.FAIL and "did not resume" in result.summary
+
+
+def test_session_reuse_refusal_is_recorded_exactly(lab: Any) -> None:
+    """The 522 itself is checked and kept: code, text, where it came, and that no byte of
+    the listing came before it. ``params`` can demand reuse when the target does not."""
+    with lab(require_session_reuse=True) as (server, target):
+        (server.home(USER) / "listed.txt").write_text("not for a hijacker\n")
+        assert target.session_reuse_required is None
+        result = run("data-session-reuse", target, session_reuse_required=True)
+    assert result.status is Status.PASS, result.describe()
+    evidence = result.evidence
+    assert evidence["session_reuse_required_by_target"] is True
+    assert evidence["without_reuse_refusal"] == {
+        "code": 522, "text": "SSL connection failed; session reuse required",
+        "reply": REUSE_REQUIRED_REPLY, "stage": "final"}
+    assert evidence["without_reuse_bytes_before_refusal"] == 0
+    assert evidence["without_reuse"]["replies"][-1] == REUSE_REQUIRED_REPLY
+
+
+class _RefusesWith550(LabTLSHandler):
+    """A server that refuses a data connection without reuse, but with a reply that does
+    not say so (some servers answer 550 or 451 for any data-channel problem)."""
+
+    def data_session_refusal(self, conn: Any) -> str | None:
+        refusal = super().data_session_refusal(conn)
+        return "550 Permission denied." if refusal is not None else None
+
+
+class _Refusing550Server(FTPSLabServer):
+    tls_control_handler = _RefusesWith550
+
+
+def test_session_reuse_required_but_refused_with_another_code_is_an_error(lab: Any) -> None:
+    with lab(server_class=_Refusing550Server, require_session_reuse=True,
+             target={"session_reuse_required": True}) as (_, target):
+        result = run("data-session-reuse", target)
+        assert run("data-session-reuse", target, session_reuse_required=False).status \
+            is Status.PASS
+    assert result.status is Status.ERROR, result.describe()
+    assert "cannot tell whether the server requires session reuse" in result.summary
+    assert "'550 Permission denied.'" in result.summary
+    assert result.evidence["server_requires_session_reuse"] == "unknown"
+    assert result.evidence["without_reuse_refusal"]["code"] == 550
+
+
+def test_session_reuse_param_must_be_a_boolean(lab: Any) -> None:
+    with lab() as (_, target):
+        result = run("data-session-reuse", target, session_reuse_required="yes")
+    assert result.status is Status.ERROR
+    assert "session_reuse_required must be true or false" in result.summary
 
 
 # --- passive mode -------------------------------------------------------------------------
@@ -317,11 +380,13 @@ def test_pinned_self_signed_certificate(lab: Any, pki: LabPKI) -> None:
     assert login.status is Status.ERROR and "pin" in login.summary
 
 
-def test_insecure_trust_says_nothing_was_verified(lab: Any) -> None:
+def test_insecure_trust_could_not_run(lab: Any) -> None:
+    """An expired certificate under trust insecure: nothing is verified, so no pass (it
+    used to pass); a could-not-run skip, as smtp-certificate-trust does."""
     with lab(certificate="expired", target={"trust": Trust(insecure=True)}) as (_, target):
         result = run("certificate-trust", target)
-    assert result.status is Status.PASS
-    assert "NOT verified (insecure)" in result.summary
+    assert (result.status, result.skip_kind) == (Status.SKIP, SkipKind.COULD_NOT_RUN)
+    assert "nothing is verified under insecure trust" in result.summary
     assert result.evidence["verified"] is False
 
 

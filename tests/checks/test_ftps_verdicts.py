@@ -9,7 +9,7 @@ from harness.checks.certlint import Finding
 from harness.protocols.ftp import Features, Reply, parse_feat, parse_reply
 from harness.protocols.ftps_client import Passive, Transfer
 from harness.protocols.tls import TLSFacts
-from harness.results import Status
+from harness.results import SkipKind, Status
 
 
 def r(text: str) -> Reply:
@@ -110,9 +110,10 @@ def test_classify_verify_error(code: int | None, message: str, kind: str) -> Non
 def test_certificate_trust() -> None:
     ok = v.judge_certificate_trust("ca", None)
     assert ok.status is Status.PASS and ok.evidence["verified"] is True
+    # Insecure trust verifies nothing: the check could not run (a pass proved nothing).
     insecure = v.judge_certificate_trust("insecure", None)
-    assert insecure.status is Status.PASS
-    assert "NOT verified (insecure)" in insecure.summary
+    assert (insecure.status, insecure.skip_kind) == (Status.SKIP, SkipKind.COULD_NOT_RUN)
+    assert "nothing is verified under insecure trust" in insecure.summary
     assert insecure.observed == "not verified (insecure)"
     assert insecure.evidence["verified"] is False
     expired = v.judge_certificate_trust("ca", "expired", "certificate has expired")
@@ -216,12 +217,18 @@ def test_plaintext_login_under_require() -> None:
     assert accepted.status is Status.FAIL and "ACCEPTED" in accepted.summary
     assert "force_local_logins_ssl=YES" in accepted.advice
     assert "Require SSL connections" in accepted.advice
+    # The real password refused only at PASS: secure, but a client that tries has sent
+    # its password in clear first: a warning, with the refuse-USER advice.
     late = v.judge_plaintext_login(r("331 Password required"),
                                    r("530 Login incorrect."), "require")
-    assert late.status is Status.PASS and "USER was accepted" in late.evidence["note"]
+    assert late.status is Status.WARN and "only at PASS (530)" in late.summary
+    assert "USER was accepted" in late.evidence["note"] and "Refuse USER" in late.advice
+    # A decoy refused proves nothing (any wrong password is refused): could not run.
     decoy = v.judge_plaintext_login(r("331 Password required"), r("530 Login incorrect."),
                                     "require", decoy=True)
-    assert decoy.status is Status.PASS and "decoy" in decoy.summary
+    assert (decoy.status, decoy.skip_kind) == (Status.SKIP, SkipKind.COULD_NOT_RUN)
+    assert "decoy" in decoy.summary and "not proven" in decoy.summary
+    assert "plaintext_password: true" in decoy.advice
     no_password = v.judge_plaintext_login(r("230 Welcome"), None, "require")
     assert no_password.status is Status.FAIL
 
@@ -233,9 +240,12 @@ def test_plaintext_login_under_allow() -> None:
     assert refused.status is Status.FAIL and "Allow SSL connections" in refused.advice
     bad_pass = v.judge_plaintext_login(r("331 Password required"), r("530 no"), "allow")
     assert bad_pass.status is Status.FAIL and "530" in bad_pass.summary
+    # Policy allow, a decoy refused: acceptance of the real password is unproven, so the
+    # check could not run (it used to pass saying "not proven").
     decoy = v.judge_plaintext_login(r("331 Password required"), r("530 no"), "allow",
                                     decoy=True)
-    assert decoy.status is Status.PASS and "not proven" in decoy.summary
+    assert (decoy.status, decoy.skip_kind) == (Status.SKIP, SkipKind.COULD_NOT_RUN)
+    assert "not proven" in decoy.summary and "plaintext_password: true" in decoy.advice
 
 
 @pytest.mark.parametrize("text", ["534 Request denied for policy reasons.",
@@ -375,6 +385,72 @@ def test_session_reuse() -> None:
     assert not_reused.status is Status.FAIL and "did not resume" in not_reused.summary
     broken = v.judge_session_reuse([strict], None, None)
     assert broken.status is Status.FAIL and "failed" in broken.summary
+
+
+def _without_reuse(final: str, *, size: int = 0) -> Transfer:
+    """The LIST without reuse as real servers answer it: 150, then the refusal."""
+    transfer = done("LIST", size=size, final=final)
+    transfer.tls = facts(reused=False)
+    return transfer
+
+
+REUSED = [done("LIST", tls=facts()), done("STOR a", tls=facts()), done("RETR a", tls=facts())]
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "522 SSL connection failed: session reuse required",  # vsftpd 3.0.3 (Debian 12)
+        "522 SSL connection failed; session reuse required",  # the lab
+        "425 Unable to build data connection: TLS session of data connection not resumed.",
+    ],
+)
+def test_session_reuse_required_passes_only_on_a_reuse_refusal(refusal: str) -> None:
+    result = v.judge_session_reuse(REUSED, _without_reuse(refusal), True)
+    assert result.status is Status.PASS, result.summary
+    code, text = refusal.split(" ", 1)
+    assert result.evidence["without_reuse_refusal"] == {
+        "code": int(code), "text": text, "reply": refusal, "stage": "final"}
+    assert result.evidence["without_reuse_bytes_before_refusal"] == 0
+    assert f"(without reuse: {refusal})" in result.summary
+
+
+@pytest.mark.parametrize(
+    ("without", "error", "named"),
+    [
+        (_without_reuse("550 Permission denied."), None, "'550 Permission denied.'"),
+        (_without_reuse("451 Local error"), None, "'451 Local error'"),
+        (None, "LIST without reuse: connection reset", "connection reset"),
+        (refused_at("setup", "425 No passive port available."), None, "did not complete"),
+    ],
+)
+def test_session_reuse_required_but_undecided_is_an_error(
+    without: Transfer | None, error: str | None, named: str
+) -> None:
+    """Only 522/425 to the data command itself means "reuse required": a 550, a 451, a
+    lost session or a refused PASV cannot tell, and a target that must require reuse
+    then gets an error naming what happened, never a pass."""
+    result = v.judge_session_reuse(REUSED, without, True, error)
+    assert result.status is Status.ERROR, result.summary
+    assert result.evidence["server_requires_session_reuse"] == "unknown"
+    assert result.summary.startswith("cannot tell whether the server requires session reuse")
+    assert named in result.summary
+    if without is not None and without.final is not None:
+        assert result.evidence["without_reuse_refusal"]["code"] == without.final.code
+    # Without the requirement the same observation is only recorded.
+    recorded = v.judge_session_reuse(REUSED, without, None, error)
+    assert recorded.status is Status.PASS
+    assert recorded.evidence["server_requires_session_reuse"] == "unknown"
+
+
+def test_session_reuse_refusal_after_data_fails() -> None:
+    """A 522 that comes after part of the listing reached the client refuses too late."""
+    late = _without_reuse("522 SSL connection failed; session reuse required", size=62)
+    result = v.judge_session_reuse(REUSED, late, True)
+    assert result.status is Status.FAIL
+    assert "only after 62 bytes" in result.summary
+    assert result.evidence["without_reuse_bytes_before_refusal"] == 62
+    assert v.judge_session_reuse(REUSED, late, None).status is Status.PASS
 
 
 # --- transfers and QUIT -------------------------------------------------------------------

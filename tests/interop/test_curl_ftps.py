@@ -71,14 +71,14 @@ def server(tls_files: dict[str, Path]) -> Iterator[FTPSLabServer]:
 
 def _curl(
     curl: str, netrc: Path, url: str, *args: str | Path, tls_required: bool = True,
-    ca: Path | None = None,
+    ca: Path | None = None, max_time: int = 10,
 ) -> subprocess.CompletedProcess[str]:
     """Run curl verbosely, bounded in time; the password is redacted from its output
     (curl's ``-v`` echoes ``PASS``), so it cannot reach a log or an assertion message."""
     command = [
         curl, "--verbose", "--show-error", "--no-progress-meter",
         "--netrc-file", str(netrc),
-        "--connect-timeout", "5", "--max-time", "10",
+        "--connect-timeout", "5", "--max-time", str(max_time),
     ]
     if tls_required:
         command.append("--ssl-reqd")
@@ -86,7 +86,8 @@ def _curl(
         command += ["--cacert", str(ca)]
     command += [str(arg) for arg in args]
     command.append(url)
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=20, check=False)
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=max_time + 10,
+                               check=False)
     completed.stdout = completed.stdout.replace(PASSWORD, REDACTED)
     completed.stderr = completed.stderr.replace(PASSWORD, REDACTED)
     return completed
@@ -186,3 +187,80 @@ def test_curl_without_session_reuse_is_refused_522(
     assert len(server.data_handshakes) == 1
     handshake = server.data_handshakes[0]
     assert handshake.refused and not handshake.session_reused
+
+
+# --- no byte of a refused transfer reaches curl ---------------------------------------------
+
+REPEAT = 50
+# One curl run per case with REPEAT URLs (``{n}`` is the URL's number), eight at a time:
+# run one after the other, curl 7.88 waits a second before it reuses a control connection
+# whose last transfer was refused.
+NO_REUSE_CASES = {
+    "LIST": ("{base}", ()),
+    "NLST": ("{base}", ("--list-only",)),
+    "NLST-empty": ("{base}empty/", ("--list-only",)),
+    "RETR": ("{base}big.bin", ()),
+    "STOR": ("{base}curl-up-{n}.bin", ()),
+}
+
+
+@pytest.fixture(scope="module")
+def strict_server(tls_files: dict[str, Path]) -> Iterator[FTPSLabServer]:
+    """Like ``server``, shared by the loops below, with kernel-chosen passive ports: a
+    range of four, reused 50 times in a row, makes curl's connects wait for SYN retries."""
+    config = FTPSServerConfig(
+        certfile=tls_files["cert"], keyfile=tls_files["key"], policy="require",
+        require_session_reuse=True, users=[(USER, PASSWORD)],
+    )  # fmt: skip
+    with FTPSLabServer(config) as lab:
+        home = lab.home(USER)
+        (home / "big.bin").write_bytes(os.urandom(256 * 1024))
+        (home / "listed.txt").write_text("listed\n")
+        (home / "empty").mkdir()
+        yield lab
+        assert lab.errors == []
+
+
+@pytest.mark.parametrize("case", sorted(NO_REUSE_CASES))
+@pytest.mark.parametrize("tls", ["1.2", "1.3"])
+def test_curl_without_session_reuse_receives_no_byte(
+    curl: str, strict_server: FTPSLabServer, tls_files: dict[str, Path], netrc: Path,
+    tmp_path: Path, tls: str, case: str,
+) -> None:
+    """``--no-sessionid``, 50 transfers: every data connection is refused, and curl's
+    own count of the bytes it received (``%{size_download}``) stays 0; an upload leaves
+    nothing in the file. curl 7.88 starts the data handshake as soon as the data
+    connection is up, so it races its data command (both orders happen);
+    tests/lab/test_ftps_data_refusal.py drives each order on purpose."""
+    server = strict_server
+    home = server.home(USER)
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(os.urandom(64 * 1024))
+    template, flags = NO_REUSE_CASES[case]
+    base = f"ftp://127.0.0.1:{server.port}/"
+    args: list[str | Path] = [*TLS_FLAGS[tls], *flags, "--no-sessionid",
+                              "--parallel", "--parallel-max", "8",
+                              "--write-out", "%{size_download}\\n"]
+    urls: list[str | Path] = []
+    for n in range(REPEAT):
+        if case == "STOR":
+            urls += ["--upload-file", upload]
+        else:
+            urls += ["--output", "/dev/null"]
+        urls.append(template.format(base=base, n=n))
+    before = len(server.data_handshakes)
+    result = _curl(curl, netrc, str(urls.pop()), *args, *urls, ca=tls_files["ca"],
+                   max_time=60)
+    assert result.returncode != 0, result.stderr  # every transfer failed
+    received = [int(line) for line in result.stdout.split()]
+    assert received == [0] * REPEAT, received
+    handshakes = server.data_handshakes[before:]
+    assert len(handshakes) == REPEAT
+    assert all(h.refused and not h.session_reused for h in handshakes)
+    assert {h.tls_version for h in handshakes} == {TLS_NAMES[tls]}
+    if case == "STOR":
+        stored = [home / f"curl-up-{n}.bin" for n in range(REPEAT)]
+        sizes = [path.stat().st_size for path in stored if path.exists()]
+        for path in stored:
+            path.unlink(missing_ok=True)
+        assert not any(sizes), sizes
