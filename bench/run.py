@@ -39,6 +39,7 @@ FIGURES = (
     "fig_scenarios",
     "fig_unreachable",
     "fig_tls_facts",
+    "fig_reports",
 )
 COLUMNS = ("row", "ours", "peer", "ours median", "peer median", "ours/peer", "better",
            "target", "verdict")  # fmt: skip

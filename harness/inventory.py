@@ -123,6 +123,11 @@ class Inventory:
         ports = fields.get("passive_ports")
         if ports and ports[0] > ports[1]:
             raise self.document.error(field_path("passive_ports"), "first port is above the last")
+        fail_days = int(fields.get("cert_expiry_fail_days", 7))
+        if fail_days > int(fields.get("cert_expiry_warn_days", 30)):
+            raise self.document.error(
+                field_path("cert_expiry_fail_days"), "is above cert_expiry_warn_days"
+            )
         if fields.get("user") and "password_env" not in fields:
             raise self.document.error(
                 field_path("user"), "a user needs password_env (the variable holding the password)"
@@ -139,6 +144,8 @@ class Inventory:
             password_env=fields.get("password_env"),
             timeout=float(fields.get("timeout", 10.0)),
             strict=bool(fields.get("strict", False)),
+            cert_expiry_warn_days=int(fields.get("cert_expiry_warn_days", 30)),
+            cert_expiry_fail_days=int(fields.get("cert_expiry_fail_days", 7)),
             auth_failure_delay=float(
                 fields.get("auth_failure_delay", DEFAULT_AUTH_FAILURE_DELAY)
             ),
@@ -152,6 +159,11 @@ class Inventory:
         for key in ("mail_from", "rcpt_to", "relay_to"):
             if key in fields:
                 setattr(target, key, fields[key])
+        if "op25b_expect" in fields:
+            expect = fields["op25b_expect"]
+            target.op25b_expect = (expect,) if isinstance(expect, str) else tuple(expect)
+        if "op25b_ports" in fields:
+            target.op25b_ports = {role: int(port) for role, port in fields["op25b_ports"].items()}
         return target
 
 
@@ -170,7 +182,7 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> Target:
 
     Query keys: ``policy``, ``pin``, ``ca_file``, ``insecure=1``, ``server_name``,
     ``passive_address``, ``password_env`` (default ``LAB_PASSWORD``), ``timeout``,
-    ``strict=1``, ``auth_failure_delay``.
+    ``strict=1``, ``auth_failure_delay``, ``op25b_expect`` (verdict codes, comma-separated).
     """
     from urllib.parse import parse_qs, urlsplit
 
@@ -202,6 +214,7 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> Target:
         "timeout",
         "strict",
         "auth_failure_delay",
+        "op25b_expect",
     }
     if unknown:
         raise SourceError(where, None, sorted(unknown)[0], "unknown query parameter")
@@ -229,6 +242,13 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> Target:
         )
     if query.get("strict", "0") not in ("0", "1", "true", "false", "yes", "no"):
         raise SourceError(where, None, "strict", "must be 1/true/yes or 0/false/no")
+    op25b_expect = tuple(code for code in query.get("op25b_expect", "").split(",") if code)
+    from harness.checks.op25b import VERDICT_CODES
+
+    wrong = [code for code in op25b_expect if code not in VERDICT_CODES]
+    if wrong:
+        raise SourceError(where, None, "op25b_expect",
+                          f"unknown verdict {wrong[0]!r} (one of {', '.join(VERDICT_CODES)})")
     return Target(
         name=parts.hostname,
         protocol=protocol,
@@ -248,4 +268,5 @@ def target_from_url(url: str, env: Mapping[str, str] | None = None) -> Target:
         auth_failure_delay=delay,
         policy=query.get("policy", "require"),
         passive_address=query.get("passive_address"),
+        op25b_expect=op25b_expect,
     )

@@ -38,6 +38,10 @@ class Target:
     # logins after it): Dovecot's auth_failure_delay 2 s, Postfix smtpd_error_sleep_time
     # 1 s, vsftpd delay_failed_login 1 s. Added to the timeout of those logins only.
     auth_failure_delay: float = DEFAULT_AUTH_FAILURE_DELAY
+    # Certificate expiry watch (harness/checks/expiry.py): certificate-lint and
+    # smtp-certificate-lint warn within the first, fail within the second.
+    cert_expiry_warn_days: int = 30
+    cert_expiry_fail_days: int = 7
     # FTPS expectations
     policy: str = "require"  # "require" (IIS Require SSL) or "allow"
     passive_address: str | None = None  # the address PASV must hand out
@@ -47,6 +51,11 @@ class Target:
     mail_from: str = "probe@ftps-lab.test"
     rcpt_to: str = "postmaster@ftps-lab.test"
     relay_to: str = "victim@relay-test.invalid"
+    # OP25B expectations for op25b-diagnose on this target: the verdicts that pass it
+    # (empty: any working submission path passes), and role -> port overrides for the
+    # probe (e.g. {"smtp": 2525}; 0 leaves a role out).
+    op25b_expect: tuple[str, ...] = ()
+    op25b_ports: dict[str, int] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
 

@@ -22,11 +22,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 RUNNER = ROOT / "bench" / "run.py"
 FIGURES = {"certs", "ftps-start", "smtp-start", "transfer", "throughput", "probe", "scenarios",
-           "unreachable", "tls-facts"}  # fmt: skip
+           "unreachable", "tls-facts", "reports"}  # fmt: skip
 # Rows whose peer is always present where the tests run (trustme is a test dependency,
 # the probe's ideal, the scenario target and the unreachable budget are numbers, and the
 # unreachable figure's peer is the plugin itself): these must be measured.
-ALWAYS_MEASURED = {"certs", "scenarios", "unreachable"}
+ALWAYS_MEASURED = {"certs", "scenarios", "unreachable", "reports"}
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -154,3 +154,33 @@ def test_strict_and_auth_failure_delay_from_a_url() -> None:
         target_from_url("submission://mail.example.net?auth_failure_delay=90")
     with pytest.raises(SourceError, match="strict"):
         target_from_url("submission://mail.example.net?strict=maybe")
+
+
+def test_op25b_expectations_from_an_inventory_and_a_url(tmp_path: Path) -> None:
+    """What an office's CI names: the verdicts that pass here, and (for a loopback
+    rehearsal) the ports to probe instead of 25/587/465."""
+    text = GOOD + (
+        "  office:\n    protocol: submission\n    host: mail.example.net\n"
+        "    op25b_expect: [port25-filtered, port25-refused]\n"
+        "    op25b_ports: {smtp: 2525, submissions: 0}\n"
+        "  single:\n    protocol: submission\n    host: mail.example.net\n"
+        "    op25b_expect: submission-ok\n"
+    )
+    targets = {t.name: t for t in load_inventory(write(tmp_path, text)).select(
+        env={"IIS_PW": "x"})}
+    assert targets["office"].op25b_expect == ("port25-filtered", "port25-refused")
+    assert targets["office"].op25b_ports == {"smtp": 2525, "submissions": 0}
+    assert targets["single"].op25b_expect == ("submission-ok",)
+    assert targets["postfix-1"].op25b_expect == () and targets["postfix-1"].op25b_ports == {}
+    url = target_from_url("submission://mail.example.net?op25b_expect=port25-filtered,use-465")
+    assert url.op25b_expect == ("port25-filtered", "use-465")
+    with pytest.raises(SourceError, match="unknown verdict 'blocked'"):
+        target_from_url("submission://mail.example.net?op25b_expect=blocked")
+
+
+def test_an_unknown_op25b_verdict_names_the_line(tmp_path: Path) -> None:
+    text = GOOD + ("  office:\n    protocol: submission\n    host: mail.example.net\n"
+                   "    op25b_expect: [port25-blocked]\n")
+    with pytest.raises(SourceError) as caught:
+        load_inventory(write(tmp_path, text))
+    assert caught.value.line == 23 and "op25b_expect" in caught.value.field

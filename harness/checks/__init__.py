@@ -66,4 +66,6 @@ def run_check(name: str, target: Target, params: dict[str, Any] | None = None) -
         )
     if not result.duration:
         result.duration = time.monotonic() - start
-    return result
+    from harness.checks import expiry  # the expiry watch of both certificate-lint checks
+
+    return expiry.apply(result, target)

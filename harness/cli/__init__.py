@@ -5,8 +5,10 @@ from __future__ import annotations
 import click
 
 from harness.cli.certs import certs
+from harness.cli.diff import diff
 from harness.cli.iis_script import iis_script
 from harness.cli.probe import probe
+from harness.cli.report import report
 from harness.cli.run import run
 from harness.cli.serve import serve
 
@@ -18,6 +20,8 @@ Examples:
   lab serve ftps                  an FTPS server for FileZilla, until Ctrl-C
   lab probe mail.example.net      is port 25 blocked from here?
   lab iis-script ftp.example.net  PFX + PowerShell that builds the IIS FTPS site
+  lab diff last-green.json lab.json --markdown   what changed since the last build
+  lab report merge out/lab-*.json --html lab.html    one report from the shards
 """
 
 
@@ -32,3 +36,5 @@ main.add_command(certs)
 main.add_command(probe)
 main.add_command(serve)
 main.add_command(iis_script)
+main.add_command(diff)
+main.add_command(report)

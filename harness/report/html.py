@@ -22,6 +22,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.report import fleet_html
+from harness.report.fleet_html import is_problem
 from harness.report.model import SKIP_COUNT_KEYS, STATUSES, ResultRecord, RunModel, printable
 
 # Okabe-Ito colours; dark text on each keeps contrast above 4.5:1.
@@ -185,7 +187,10 @@ def _other_evidence(evidence: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in evidence.items() if k not in shown}
 
 
-def _details(record: ResultRecord, anchor: str) -> str:
+def _details(record: ResultRecord, anchor: str, is_open: bool = False,
+             *, grouped: bool = False) -> str:
+    """One result's evidence in a ``<details>``: the summary line carries the diagnosis
+    (and the advice, for a problem), so the evidence is one click away."""
     parts: list[str] = []
     verdict = [
         ("status", _label(record.status)),
@@ -217,16 +222,16 @@ def _details(record: ResultRecord, anchor: str) -> str:
         parts.append(
             "<h4>Transcript</h4><pre>" + esc("\n".join(record.transcript)) + "</pre>"
         )
-    parts.append('<p><a href="#matrix">back to the matrix</a></p>')
-    # Problems and warnings are open from the start: both come with advice to read.
-    warned = record.status == "warn" and record.expect == "pass"
-    is_open = " open" if not record.as_expected or warned else ""
+    parts.append('<p><a href="#fleet-matrix">back to the matrix</a></p>')
+    advice = (f'<span class="advice">\u2192 {esc(record.advice)}</span>'
+              if record.advice and is_problem(record) else "")
+    where = "" if grouped else f"<strong>{esc(record.target)}</strong> · "
     summary = (
         f'<span class="badge {esc(record.status)}">{esc(_label(record.status))}</span>'
-        f"<strong>{esc(record.target)}</strong> · {esc(record.case)} — {esc(record.summary)}"
+        f"{where}{esc(record.case)} — {esc(record.summary)}{advice}"
     )
     return (
-        f'<details class="result {esc(record.status)}" id="{anchor}"{is_open}>'
+        f'<details class="result {esc(record.status)}" id="{anchor}"{" open" if is_open else ""}>'
         f"<summary>{summary}</summary><div>{''.join(parts)}</div></details>"
     )
 
@@ -262,37 +267,35 @@ def _chips(counts: dict[str, int]) -> str:
     )
 
 
-def render(model: RunModel) -> str:
-    counts = model.counts()
-    anchors = {index: f"r-{index}" for index in range(len(model.results))}
-    problems = counts["unexpected"]
-    verdict = (
-        f"{problems} result(s) not as expected" if problems else "every result as expected"
-    )
-    if model.warnings():
-        verdict += f"; {len(model.warnings())} warning(s) passed (strict would fail them)"
-    run = model.run
-    body: list[str] = [
-        "<header><h1>ftps-lab report</h1>",
-        f'<p class="meta">started {esc(run.started)} · {run.duration:.1f} s · ftps-lab '
-        f"{esc(run.ftps_lab_version)} · {esc(run.python)} · pytest {esc(run.pytest_version)}"
-        f" · {esc(run.platform)}</p>",
-        f'<div class="chips">{_chips(counts)}</div>',
-        f'<p class="verdict">{esc(verdict)} ({counts["total"]} results, '
-        f"{len(model.targets)} targets)</p>",
-        _collection_errors(model),
-        "</header>",
-        '<section id="matrix"><h2>Checks &times; targets</h2>',
-        '<p class="legend">'
-        + "".join(f'<span class="badge {s}">{esc(_label(s))}</span>' for s in STATUSES)
-        + "<span>dashed outline: a fault the scenario expects to be caught</span>"
-        "<span>heavy outline: not what the scenario expected</span></p>",
-    ]
+# Above these sizes the page keeps to what a fleet needs: the per-scenario matrices
+# (one column per target) and the evidence of results without a problem are left to the
+# JSON report, so 500 targets x 40 checks stay a few MB and open in a second.
+SCENARIO_MATRIX_TARGETS = 40
+EVIDENCE_RESULTS = 3000
+
+
+def _scenario_matrices(model: RunModel, anchors: dict[int, str]) -> list[str]:
+    """A checks x targets matrix per scenario, each in a ``<details>`` that is open only
+    when something in it applies to this run's targets (not every result a
+    not-applicable skip, as for a fault demonstration against remote targets)."""
+    body = ['<section id="matrix"><h2>Scenarios</h2>', '<p class="legend">'
+            + "".join(f'<span class="badge {s}">{esc(_label(s))}</span>' for s in STATUSES)
+            + "<span>dashed outline: a fault the scenario expects to be caught</span>"
+            "<span>heavy outline: not what the scenario expected</span></p>"]
+    if len(model.targets) > SCENARIO_MATRIX_TARGETS:
+        body.append(f"<p>{len(model.targets)} targets: the per-scenario matrices are shown up "
+                    f"to {SCENARIO_MATRIX_TARGETS} targets; the targets &times; checks matrix "
+                    "above has every result.</p></section>")
+        return body
     for scenario in model.scenarios:
         rows, columns, cells = model.matrix(scenario.name)
         if not rows:
             continue
-        body.append(f"<h3>{esc(scenario.name)}</h3>")
+        records = [model.results[i] for i in cells.values()]
+        applies = any(r.skip_kind != "not-applicable" for r in records)
+        note = "" if applies else " — nothing in it applies to these targets"
+        body.append(f'<details class="scenario"{" open" if applies else ""}>'
+                    f"<summary><h3>{esc(scenario.name)}{esc(note)}</h3></summary>")
         if scenario.description or scenario.file:
             body.append(
                 f'<p class="desc">{esc(scenario.description)} <code>{esc(scenario.file)}</code></p>'
@@ -308,17 +311,18 @@ def render(model: RunModel) -> str:
                 else:
                     tds.append(_cell(model.results[index], anchors[index]))
             body.append(f'<tr><th scope="row">{esc(row)}</th>{"".join(tds)}</tr>')
-        body.append("</tbody></table>")
+        body.append("</tbody></table></details>")
     body.append("</section>")
+    return body
 
+
+def _targets_table(model: RunModel) -> list[str]:
     by_target = model.counts_by_target()
-    body.append('<section id="targets"><h2>Targets</h2><table><thead><tr>')
-    body.append(
-        "<th>target</th><th>kind</th><th>endpoint</th><th>user</th><th>groups, labels</th>"
-        + "".join(f"<th>{esc(s)}</th>" for s in STATUSES)
-        + "".join(f"<th>skip: {esc(k.replace('-', ' '))}</th>" for k in SKIP_COUNT_KEYS)
-        + "<th>not as expected</th></tr></thead><tbody>"
-    )
+    body = ['<section id="targets"><h2>Targets</h2><table><thead><tr>'
+            "<th>target</th><th>kind</th><th>endpoint</th><th>user</th><th>groups, labels</th>"
+            + "".join(f"<th>{esc(s)}</th>" for s in STATUSES)
+            + "".join(f"<th>skip: {esc(k.replace('-', ' '))}</th>" for k in SKIP_COUNT_KEYS)
+            + "<th>not as expected</th></tr></thead><tbody>"]
     for target in model.targets:
         c = by_target[target.id]
         endpoint = f"{target.host}:{target.port}" if target.host else "—"
@@ -332,17 +336,57 @@ def render(model: RunModel) -> str:
             f'{nums}<td class="num">{c["unexpected"]}</td></tr>'
         )
     body.append("</tbody></table></section>")
+    return body
 
-    body.append(
+
+def render(model: RunModel) -> str:
+    """The page: verdict, problems by target, the fleet matrix, certificates, scenarios,
+    targets and the evidence, in the order a reader on a failed build needs them."""
+    counts = model.counts()
+    anchors = {index: f"r-{index}" for index in range(len(model.results))}
+    run = model.run
+    shard = f" · shard {run.shard['index']}/{run.shard['total']}" if run.shard else ""
+    merged = (f" · merged shards {', '.join(map(str, run.merged_shards))}"
+              if run.merged_shards else "")
+    problems, shown = fleet_html.problems_section(
+        model, lambda r, a, o: _details(r, a, o, grouped=True), anchors)
+    rest = [i for i in range(len(model.results)) if i not in shown]
+    full = len(model.results) <= EVIDENCE_RESULTS
+    linked = shown | (set(rest) if full else set())
+    body: list[str] = [
+        "<header><h1>ftps-lab report</h1>",
+        f'<p class="verdict big'
+        f'{" ok" if not counts["unexpected"] and not model.collection_errors else ""}">'
+        f'{esc(fleet_html.verdict_line(model))}</p>',
+        f'<div class="chips">{_chips(counts)}</div>',
+        f'<p class="meta">started {esc(run.started)} · {run.duration:.1f} s · run '
+        f"{esc(run.run_id or '—')}{esc(shard)}{esc(merged)} · ftps-lab "
+        f"{esc(run.ftps_lab_version)} · {esc(run.python)} · pytest {esc(run.pytest_version)}"
+        f" · {esc(run.platform)}</p>",
+        _collection_errors(model),
+        '<nav class="jump"><a href="#problems">problems</a><a href="#fleet-matrix">targets '
+        '&times; checks</a><a href="#certificates">certificates</a><a href="#matrix">'
+        'scenarios</a><a href="#targets">targets</a><a href="#results">evidence</a></nav>',
+        "</header>",
+        problems,
+        fleet_html.fleet_matrix(model, anchors, linked),
+        fleet_html.certificate_picture(model),
+        *_scenario_matrices(model, anchors),
+        *_targets_table(model),
         '<section id="results"><h2>Evidence</h2><p class="controls">'
         '<button type="button" data-open="1">open all</button>'
-        '<button type="button" data-open="0">close all</button></p>'
-    )
-    body.extend(_details(r, anchors[i]) for i, r in enumerate(model.results))
+        '<button type="button" data-open="0">close all</button></p>',
+    ]
+    if full:
+        body.extend(_details(model.results[i], anchors[i]) for i in rest)
+    else:
+        body.append(f"<p>The evidence of the {len(rest)} results without a problem is in the "
+                    "JSON report (<code>--lab-json</code>); the problems above carry "
+                    "theirs.</p>")
     body.append("</section>")
-
+    css, script = CSS + fleet_html.CSS, SCRIPT + fleet_html.SCRIPT
     csp = (
-        f"default-src 'none'; style-src {_csp_hash(CSS)}; script-src {_csp_hash(SCRIPT)}; "
+        f"default-src 'none'; style-src {_csp_hash(css)}; script-src {_csp_hash(script)}; "
         "img-src 'none'; connect-src 'none'; form-action 'none'; base-uri 'none'"
     )
     title = (
@@ -355,9 +399,9 @@ def render(model: RunModel) -> str:
         f'<meta http-equiv="Content-Security-Policy" content="{csp}">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         '<meta name="referrer" content="no-referrer">'
-        f"<title>{esc(title)}</title><style>{CSS}</style></head>\n<body>"
+        f"<title>{esc(title)}</title><style>{css}</style></head>\n<body>"
         + "\n".join(body)
-        + f"<script>{SCRIPT}</script></body></html>\n"
+        + f"<script>{script}</script></body></html>\n"
     )
 
 

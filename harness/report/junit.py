@@ -1,14 +1,16 @@
 """JUnit XML with one ``<testsuite>`` per target, so CI shows each server build on its own.
 
 pytest's own ``--junitxml`` groups by file; people comparing server builds want to see
-"iis-build-42: 3 failures" at a glance. Each ``<testcase>`` is ``scenario::check-id`` with
-the target, protocol, TLS version, check status and skip kind as properties; a
-``<skipped>`` message starts with the skip kind (``not applicable:``/``could not run:``).
-A warning (status ``warn``) is a passing test case unless strict; its summary and advice
-are the ``warning`` and ``advice`` properties and head its ``<system-out>``.
+"iis-build-42: 3 failures" at a glance. The output validates against jenkins-junit.xsd
+(the schema Jenkins' readers and JUnit 5 use; ``tests/report/jenkins-junit.xsd``), which
+allows properties on a suite but not on a test case: each ``<testcase>`` is
+``scenario::check-id``, and its facts (target, protocol, status, expectation, skip kind,
+TLS version, certificate days left, scenario file and line) are ``key: value`` lines at
+the head of its ``<system-out>``. A ``<skipped>`` element's text starts with the skip kind
+(``not applicable:``/``could not run:``). A warning (status ``warn``) is a passing test
+case unless strict; ``WARN check: summary`` and ``advice: ...`` head its system-out.
 A ``<failure>`` (or ``<error>``) appears only when the outcome disagrees with the scenario:
-a check that was expected to fail and did is a passing test case (its status property
-still says fail).
+a check that was expected to fail and did is a passing test case (``status: fail``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,29 @@ def _properties(parent: ET.Element, values: list[tuple[str, str]]) -> None:
         ET.SubElement(properties, "property", name=name, value=_text(value))
 
 
+FACT_KEYS = ("target", "protocol", "status", "expect", "skip_kind", "tls_version",
+             "cert_days_left", "file")
+
+
+def facts(record: ResultRecord) -> list[tuple[str, str]]:
+    """The test case's facts, as ``key: value`` lines at the head of its system-out.
+
+    jenkins-junit.xsd (what Jenkins, GitLab and most CI readers accept) allows neither
+    ``<properties>`` nor ``file``/``line`` on a ``<testcase>``, so they live here.
+    """
+    from harness.report.diff import days_left_of
+
+    days = days_left_of(record.evidence)
+    where = record.scenario_file + (f":{record.line}" if record.line else "")
+    values = {
+        "target": record.target, "protocol": record.protocol, "status": record.status,
+        "expect": record.expect, "skip_kind": record.skip_kind or "",
+        "tls_version": record.tls_version, "cert_days_left": "" if days is None else str(days),
+        "file": where,
+    }
+    return [(key, values[key]) for key in FACT_KEYS if values[key]]
+
+
 def _testcase(suite: ET.Element, record: ResultRecord) -> None:
     case = ET.SubElement(
         suite,
@@ -36,24 +61,6 @@ def _testcase(suite: ET.Element, record: ResultRecord) -> None:
         classname=_text(record.scenario),
         name=_text(record.case),
         time=f"{record.duration:.3f}",
-        file=_text(record.scenario_file),
-    )
-    if record.line:
-        case.set("line", str(record.line))
-    _properties(
-        case,
-        [
-            ("target", record.target),
-            ("protocol", record.protocol),
-            ("tls_version", record.tls_version),
-            ("status", record.status),
-            ("expect", record.expect),
-            *([("skip_kind", record.skip_kind)] if record.skip_kind else []),
-            # A warning passes the test case (unless strict), so CI shows it only here
-            # and in system-out: the deviation and what to do about it.
-            *([("warning", record.summary), ("advice", record.advice)]
-              if record.status == "warn" else []),
-        ],
     )
     if record.outcome == "failed":
         tag = "error" if record.status == "error" else "failure"
@@ -66,21 +73,23 @@ def _testcase(suite: ET.Element, record: ResultRecord) -> None:
             body = f"verdict:  {record.message}\n{body}"
         element.text = _text(body)
     elif record.outcome == "skipped":
-        # The message starts with the skip kind (junit-10.xsd allows only a message), so
-        # a CI page tells "does not apply" from "unproven"; the skip_kind property has it too.
+        # The reason is the element's text (jenkins-junit.xsd gives <skipped> no
+        # attributes) and starts with the kind, so a CI page tells "does not apply" from
+        # "unproven".
         text = record.summary or record.message
         label = f"{record.skip_label or 'could not run'}: "
-        message = text if text.startswith(label) else label + text
-        ET.SubElement(case, "skipped", message=_text(message))
-    out_lines = list(record.transcript)
+        skipped = ET.SubElement(case, "skipped")
+        skipped.text = _text(text if text.startswith(label) else label + text)
+    head: list[str] = []
     if record.status == "warn":
-        head = [f"WARN {record.check_id}: {record.summary}"]
+        # A warning passes the test case (unless strict): CI shows it here, first.
+        head.append(f"WARN {record.check_id}: {record.summary}")
         if record.advice:
             head.append(f"advice: {record.advice}")
-        out_lines = [*head, *(["transcript:"] if out_lines else []), *out_lines]
-    if out_lines:
-        out = ET.SubElement(case, "system-out")
-        out.text = _text("\n".join(out_lines))
+    head += [f"{key}: {value}" for key, value in facts(record)]
+    lines = [*head, *(["transcript:", *record.transcript] if record.transcript else [])]
+    out = ET.SubElement(case, "system-out")
+    out.text = _text("\n".join(lines))
 
 
 def _suite_counts(records: list[ResultRecord]) -> dict[str, str]:
@@ -96,12 +105,25 @@ def _suite_counts(records: list[ResultRecord]) -> dict[str, str]:
     }
 
 
+def _days_left(records: list[ResultRecord]) -> list[tuple[str, str]]:
+    """``cert_days_left`` of the target's certificate, when a check recorded one."""
+    from harness.report.diff import days_left_of
+
+    for record in records:
+        days = days_left_of(record.evidence)
+        if days is not None:
+            return [("cert_days_left", str(days))]
+    return []
+
+
 def build(model: RunModel) -> ET.Element:
     """The ``<testsuites>`` element for ``model``."""
-    root = ET.Element("testsuites", name="ftps-lab", **_suite_counts(model.results))
-    root.set("timestamp", model.run.started)
+    counted = _suite_counts(model.results)
+    counted.pop("skipped")  # jenkins-junit.xsd: no skipped (or timestamp) on <testsuites>
+    root = ET.Element("testsuites", name="ftps-lab", **counted)
+    grouped = model.by_target()
     for target in model.targets:
-        records = [r for r in model.results if r.target == target.id]
+        records = grouped[target.id]
         if not records:
             continue
         suite = ET.SubElement(
@@ -123,6 +145,7 @@ def build(model: RunModel) -> ET.Element:
                 ("groups", ",".join(target.groups)),
                 *((f"label.{key}", value) for key, value in sorted(target.labels.items())),
                 *((f"checks_{status}", str(counts[status])) for status in counts),
+                *_days_left(records),
             ],
         )
         for record in records:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import base64
 import enum
+import hashlib
 import math
+import os
 import platform
 import sys
 from collections.abc import Iterable, Mapping
@@ -386,9 +388,19 @@ class RunInfo:
     platform: str
     pytest_version: str
     exit_status: int | None = None
+    # Run identity, so ``lab report merge`` can refuse shards of different runs:
+    # LAB_RUN_ID, else the CI's pipeline id, else a hash of the plan, host and start.
+    run_id: str = ""
+    plan: str | None = None  # hash of every (target, scenario, check) before sharding
+    shard: dict[str, int] | None = None  # {"index": I, "total": N} for --lab-shard I/N
+    merged_shards: list[int] = field(default_factory=list)  # set by ``lab report merge``
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "run_id": self.run_id,
+            "plan": self.plan,
+            "shard": dict(self.shard) if self.shard else None,
+            "merged_shards": list(self.merged_shards),
             "started": self.started,
             "finished": self.finished,
             "duration": round(self.duration, 3),
@@ -398,6 +410,25 @@ class RunInfo:
             "pytest_version": self.pytest_version,
             "exit_status": self.exit_status,
         }
+
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunInfo:
+        shard = data.get("shard")
+        return cls(
+            started=str(data.get("started") or ""),
+            finished=str(data.get("finished") or ""),
+            duration=float(data.get("duration") or 0.0),
+            ftps_lab_version=str(data.get("ftps_lab_version") or ""),
+            python=str(data.get("python") or ""),
+            platform=str(data.get("platform") or ""),
+            pytest_version=str(data.get("pytest_version") or ""),
+            exit_status=data.get("exit_status"),
+            run_id=str(data.get("run_id") or ""),
+            plan=data.get("plan"),
+            shard={"index": int(shard["index"]), "total": int(shard["total"])} if shard else None,
+            merged_shards=[int(i) for i in data.get("merged_shards") or []],
+        )
 
 
 def ftps_lab_version() -> str:
@@ -412,9 +443,15 @@ def ftps_lab_version() -> str:
 
 
 def run_info(
-    started: float, finished: float, exit_status: int | None = None
+    started: float,
+    finished: float,
+    exit_status: int | None = None,
+    *,
+    plan: str | None = None,
+    shard: tuple[int, int] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> RunInfo:
-    """Metadata for a run between two ``time.time()`` stamps."""
+    """Metadata for a run between two ``time.time()`` stamps, with its identity."""
     import pytest
 
     def stamp(when: float) -> str:
@@ -429,7 +466,36 @@ def run_info(
         platform=platform.platform(),
         pytest_version=pytest.__version__,
         exit_status=exit_status,
+        run_id=run_id(environ if environ is not None else os.environ, plan, started),
+        plan=plan,
+        shard={"index": shard[0], "total": shard[1]} if shard else None,
     )
+
+
+def run_id(environ: Mapping[str, str], plan: str | None, started: float) -> str:
+    """The identity every shard of one run shares.
+
+    ``LAB_RUN_ID`` wins; then GitHub Actions' ``GITHUB_RUN_ID``/``GITHUB_RUN_ATTEMPT`` and
+    GitLab's ``CI_PIPELINE_ID``, the same in every job of a pipeline; else a hash of the
+    plan, the host and the start, which differs between any two runs (shards started
+    by hand need ``LAB_RUN_ID`` to be merged).
+    """
+    if environ.get("LAB_RUN_ID"):
+        return environ["LAB_RUN_ID"]
+    if environ.get("GITHUB_RUN_ID"):
+        attempt = environ.get("GITHUB_RUN_ATTEMPT") or "1"
+        return f"github-{environ['GITHUB_RUN_ID']}-{attempt}"
+    if environ.get("CI_PIPELINE_ID"):
+        return f"gitlab-{environ['CI_PIPELINE_ID']}"
+    seed = f"{plan}|{platform.node()}|{started}".encode()
+    return "local-" + hashlib.sha256(seed).hexdigest()[:16]
+
+
+def plan_of(items: Iterable[tuple[str, str, str]]) -> str:
+    """A short hash of every (target, scenario, check id) a run collected, before sharding:
+    the shards of one run share it."""
+    text = "\n".join(sorted("\t".join(item) for item in set(items)))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -497,11 +563,16 @@ class RunModel:
     def counts(self) -> dict[str, int]:
         return counts_of(self.results)
 
+    def by_target(self) -> dict[str, list[ResultRecord]]:
+        """Each target's results in one pass (a fleet has 500 targets x 40 checks)."""
+        grouped: dict[str, list[ResultRecord]] = {t.id: [] for t in self.targets}
+        for record in self.results:
+            grouped.setdefault(record.target, []).append(record)
+        return grouped
+
     def counts_by_target(self) -> dict[str, dict[str, int]]:
-        return {
-            target.id: counts_of(r for r in self.results if r.target == target.id)
-            for target in self.targets
-        }
+        grouped = self.by_target()
+        return {target.id: counts_of(grouped[target.id]) for target in self.targets}
 
     def problems(self) -> list[ResultRecord]:
         """Records whose outcome disagrees with the scenario: what makes the run fail."""
@@ -530,6 +601,30 @@ class RunModel:
         order = {t.id: i for i, t in enumerate(self.targets)}
         columns.sort(key=lambda c: order.get(c, len(order)))
         return rows, columns, cells
+
+    @classmethod
+    def from_document(cls, document: Mapping[str, Any]) -> RunModel:
+        """A model from a JSON report (already normalised to the current schema, see
+        :mod:`harness.report.load`), keeping its order, for re-rendering and merging."""
+        results = []
+        for data in document.get("results") or []:
+            record = ResultRecord.from_dict(data)
+            record.order = record.line or 0  # the check's place in its scenario file
+            results.append(record)
+        return cls(
+            run=RunInfo.from_dict(document.get("run") or {}),
+            targets=[TargetInfo.from_dict(t) for t in document.get("targets") or []],
+            scenarios=[
+                ScenarioInfo(str(s.get("name") or ""), str(s.get("file") or ""),
+                             str(s.get("description") or ""))
+                for s in document.get("scenarios") or []
+            ],
+            results=results,
+            collection_errors=[
+                CollectionError(str(e.get("nodeid") or ""), str(e.get("message") or ""))
+                for e in document.get("collection_errors") or []
+            ],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON report (``harness/schemas/report.schema.json``)."""

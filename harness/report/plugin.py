@@ -28,6 +28,7 @@ from harness.report.model import (
     ScenarioInfo,
     Scrubber,
     TargetInfo,
+    plan_of,
     record_entry,
     run_info,
 )
@@ -148,6 +149,19 @@ class ReportPlugin:
         self.model: RunModel | None = None
         self.written: list[tuple[str, Path]] = []
         self.errors: list[str] = []
+        self.plan: str | None = None
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Hash the whole plan before ``--lab-shard`` keeps one shard: every shard of a run
+        computes the same, which ``lab report merge`` compares."""
+        from harness.plugin import ScenarioItem
+
+        scenario_items = [i for i in items if isinstance(i, ScenarioItem)]
+        if scenario_items:
+            self.plan = plan_of(
+                (i.target_id, i.scenario.name, i.entry.id) for i in scenario_items
+            )
 
     # -- workers and serial runs: build records -----------------------------------
 
@@ -256,7 +270,9 @@ class ReportPlugin:
         if self.worker or not (self.paths or self.entries or self.collection_errors):
             return  # not a scenario run and no report asked for: nothing to do
         scrubber = run_scrubber(self.config)
-        info = run_info(self.started, time.time(), int(exitstatus))
+        info = run_info(
+            self.started, time.time(), int(exitstatus), plan=self.plan, shard=self._shard()
+        )
         self.model = RunModel.build(
             info, self.entries.values(), scrubber, self.collection_errors
         )
@@ -271,6 +287,12 @@ class ReportPlugin:
                     session.exitstatus = pytest.ExitCode.INTERNAL_ERROR
             else:
                 self.written.append((REPORTS[dest][0], path))
+
+    def _shard(self) -> tuple[int, int] | None:
+        from harness.plugin import parse_shard
+
+        value = self.config.getoption("lab_shard", None) or os.environ.get("LAB_SHARD")
+        return parse_shard(str(value)) if value else None
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.worker or self.model is None:
