@@ -315,11 +315,10 @@ class ScenarioFile(pytest.File):
         specs = load_all()
         for entry in scenario.checks:
             for target in targets:
-                if (
-                    isinstance(target, LabServer)
-                    and entry.targets
-                    and target.name not in entry.targets
+                if isinstance(target, LabServer) and (
+                    entry.remote_only or (entry.targets and target.name not in entry.targets)
                 ):
+                    # Pinned to other lab servers, or a step for remote targets only.
                     continue
                 protocol = target.protocol
                 item = ScenarioItem.from_parent(

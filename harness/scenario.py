@@ -101,6 +101,8 @@ class CheckEntry:
     attempts: int = 1
     sleep: float = 0.0
     line: int | None = None
+    # True: only remote targets are judged; the embedded lab does not collect the step.
+    remote_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,18 @@ def _build(document: Document, known_checks: dict[str, Any]) -> Scenario:
         for target in entry.get("targets", []):
             if target not in names:
                 raise document.error((*where, "targets"), f"no lab server named {target!r}")
+        remote_only = bool(entry.get("remote_only", False))
+        if remote_only and entry.get("targets"):
+            raise document.error(
+                (*where, "remote_only"),
+                "remote_only steps run on no lab server; drop targets (or remote_only)",
+            )
+        if remote_only and entry.get("expect", "pass") != "pass":
+            raise document.error(
+                (*where, "remote_only"),
+                "a remote target is judged by expect: pass only; expect demonstrates a fault "
+                "of a lab server",
+            )
         retry = entry.get("retry", {})
         checks.append(
             CheckEntry(
@@ -199,6 +213,7 @@ def _build(document: Document, known_checks: dict[str, Any]) -> Scenario:
                 attempts=int(retry.get("attempts", 1)),
                 sleep=float(retry.get("sleep", 0.0)),
                 line=document.line_of(where),
+                remote_only=remote_only,
             )
         )
     return Scenario(

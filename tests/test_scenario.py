@@ -140,3 +140,48 @@ def test_an_unknown_fault_names_file_line_and_field(tmp_path: Path) -> None:
     )
     with pytest.raises(SourceError, match=r"faulty.yaml:8: lab\[0\].faults.open_rely: unknown"):
         load_scenario(path, load_all())
+
+
+REMOTE_ONLY = """\
+scenario: demo
+description: A demo.
+protocols: [ftps]
+lab:
+  - name: one
+    server: ftps
+checks:
+  - banner
+  - check: login
+    id: login-remote
+    remote_only: true
+"""
+
+
+def test_remote_only_steps_are_read(tmp_path: Path) -> None:
+    _, scenario = load(tmp_path, REMOTE_ONLY)
+    assert [c.remote_only for c in scenario.checks] == [False, True]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("    targets: [one]\n", "remote_only steps run on no lab server"),
+        ("    expect: fail\n", "judged by expect: pass only"),
+    ],
+)
+def test_remote_only_refuses_what_cannot_apply(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(SourceError) as caught:
+        load(tmp_path, REMOTE_ONLY + extra)
+    assert (caught.value.line, caught.value.field) == (11, "checks[1].remote_only")
+    assert message in caught.value.message
+
+
+def test_the_op25b_scenario_has_a_step_for_remote_targets() -> None:
+    """Every other step of op25b-diagnose.yaml is pinned to a simulated network."""
+    from harness.checks import load_all
+
+    scenario = load_scenario(ROOT / "scenarios" / "op25b-diagnose.yaml", load_all())
+    remote = [c for c in scenario.checks if c.remote_only]
+    assert [(c.id, c.check, c.targets, c.params) for c in remote] == [
+        ("diagnose-this-network", "op25b-diagnose", (), {})]
+    assert all(c.targets for c in scenario.checks if not c.remote_only)

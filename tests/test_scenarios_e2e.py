@@ -53,8 +53,10 @@ def test_every_shipped_scenario_passes_on_the_embedded_lab(tmp_path: Path) -> No
     """Exact counts, so a step that starts to skip (or stops running) cannot hide.
 
     On the embedded lab no step skips: every scenario builds the lab servers its checks
-    need (credentials, trust, passive ranges, simulated networks), and steps pinned to one
-    lab server (``targets:``) only run against that server. The 23 ``fail`` and 2 ``error``
+    need (credentials, trust, passive ranges, simulated networks), steps pinned to one
+    lab server (``targets:``) only run against that server, and steps for remote targets
+    only (``remote_only``: op25b-diagnose's diagnose-this-network) are not collected.
+    The 23 ``fail`` and 2 ``error``
     statuses are the fault demonstrations (``expect: fail``/``expect: error`` in
     faults-*.yaml, ftps-certificate-faults, ftps-behind-nat, open-relay-refused): the check
     caught the fault, so pytest counts them as passed. The 2 ``warn`` are ``extensions`` on
@@ -93,8 +95,11 @@ def test_every_shipped_scenario_against_remote_targets_counts_each_skip(
       - faults-smtp: 4 demonstrations (3 expect: fail, 1 expect: error);
       - open-relay-refused: relay-refused (pinned to lab servers submission, mta),
         submit-message (pinned to mta), 1 demonstration (the open relay).
-    submission://127.0.0.1, 13 pass and 1 warn (submission-587-starttls-auth; the warning is
-    ``extensions``: aiosmtpd lacks PIPELINING, ENHANCEDSTATUSCODES, DSN), 15 skips:
+    submission://127.0.0.1, 14 pass and 1 warn (submission-587-starttls-auth 13 and
+    op25b-diagnose's diagnose-this-network, the one step of that scenario for remote
+    targets: it probes 127.0.0.1's 25 and 465 and the server's port and passes on a
+    working submission path, here the server itself; the warning is ``extensions``:
+    aiosmtpd lacks PIPELINING, ENHANCEDSTATUSCODES, DSN), 15 skips:
       - 13 *not applicable*: faults-smtp 4 demonstrations as above; op25b-diagnose's five
         diagnose-* steps and its submit-message, pinned to simulated networks (6);
         open-relay-refused 3 as above;
@@ -133,12 +138,12 @@ def test_every_shipped_scenario_against_remote_targets_counts_each_skip(
         )
     out = run.stdout
     assert run.returncode == 0, out[-4000:] + run.stderr[-2000:]
-    assert _outcomes(run) == {"passed": 47, "skipped": 38}, out[-3000:]
+    assert _outcomes(run) == {"passed": 48, "skipped": 38}, out[-3000:]
     assert _totals(report) == {
         "ftps://127.0.0.1": (25, 0, 0, 16, 0, 16, 0),
         "smtp://127.0.0.1": (8, 0, 0, 7, 0, 7, 0),
-        "submission://127.0.0.1": (13, 1, 0, 15, 0, 13, 2),
-        "all": (46, 1, 0, 38, 0, 36, 2),
+        "submission://127.0.0.1": (14, 1, 0, 15, 0, 13, 2),
+        "all": (47, 1, 0, 38, 0, 36, 2),
     }
     assert "15 skipped (13 not applicable, 2 could not run)" in out
     assert "2  could not run: no user/password configured for this target" in out

@@ -17,6 +17,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from harness.checks import identify
 from harness.protocols.tls import sha256_fingerprint
 
 EXPIRY_WARNING_DAYS = 30
@@ -29,11 +30,7 @@ ERROR = "error"
 WARNING = "warning"
 INFO = "info"
 
-_RENEW = (
-    "Install a new certificate and bind it: IIS Manager > site > FTP SSL Settings > SSL "
-    "Certificate; vsftpd rsa_cert_file/rsa_private_key_file; ProFTPD "
-    "TLSRSACertificateFile/TLSECCertificateFile; pure-ftpd /etc/ssl/private/pure-ftpd.pem."
-)
+_RENEW = identify.generic("cert-install")
 
 
 @dataclass(frozen=True)

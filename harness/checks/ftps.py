@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from harness.checks import CheckFunction, authpenalty, certlint, check
+from harness.checks import CheckFunction, authpenalty, certlint, check, identify
 from harness.checks import ftps_verdicts as verdicts
 from harness.checks.ftps_verdicts import FileRound, LegacyOutcome, TransferSession
 from harness.protocols.ftp import FTPProtocolError, Reply
@@ -265,6 +265,8 @@ class Probe:
         for key, value in self.evidence.items():
             result.evidence.setdefault(key, value)
         result.transcript = self.transcript.lines
+        # Advice in the identified server's own settings (IIS, vsftpd, ProFTPD, ...).
+        identify.apply(result, result.transcript, self.evidence.get("banner") or ())
         return result
 
 
@@ -344,7 +346,21 @@ def feat_auth_tls(probe: Probe) -> CheckResult:
     probe.step = "FEAT"
     reply = client.feat()
     assert client.features is not None
-    return verdicts.judge_feat_auth_tls(reply, client.features)
+    if reply.code == 211 and client.features.auth_tls:
+        return verdicts.judge_feat_auth_tls(reply, client.features)
+    # Not listed: does AUTH TLS work all the same? Clients send it without reading FEAT.
+    probe.step = "AUTH TLS (not listed in FEAT)"
+    auth = client.command("AUTH TLS")
+    error: str | None = None
+    if auth.code == 234:
+        try:
+            client.handshake()
+        except ssl.SSLError as exc:
+            error = f"TLS handshake failed: {explain_tls_failure(exc)}"
+        except OSError as exc:
+            error = describe_error(exc)
+    tls = tls_evidence(client.tls) if auth.code == 234 and error is None else None
+    return verdicts.judge_feat_auth_tls(reply, client.features, auth, error, tls or None)
 
 
 @ftps_check(verdicts.AUTH_TLS)
@@ -618,8 +634,9 @@ def epsv(probe: Probe) -> CheckResult:
     transfer = client.list(mode="EPSV")
     assert transfer.setup is not None
     ok_setup = transfer.setup.code == 229
+    ipv6 = client.peer_ip is not None and ":" in client.peer_ip
     return verdicts.judge_epsv(transfer.setup, transfer.passive, probe.target.passive_ports,
-                               transfer if ok_setup else None)
+                               transfer if ok_setup else None, ipv6=ipv6)
 
 
 # -- data channel --------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from harness.checks import check
+from harness.checks import check, identify
 from harness.probe import (
     DEFAULT_ROLES,
     DEFAULT_TIMEOUT,
@@ -268,17 +268,15 @@ def _broken(
                 TLS_MISSING, "587 answers but offers no working STARTTLS",
                 f"{seen} Without TLS a client must either refuse to log in or send the "
                 "password in clear.",
-                "Install a certificate and enable STARTTLS on 587 (Postfix: "
-                "smtpd_tls_security_level=encrypt on the submission service), or offer 465 "
-                "with implicit TLS.",
+                "Enable STARTTLS on 587, or offer 465 with implicit TLS. "
+                + identify.generic("smtp-starttls"),
             )
         if facts.auth_after_tls is False:
             return Verdict(
                 AUTH_MISSING, "587 offers TLS but no AUTH",
                 f"{seen} Inside TLS the server lists no AUTH PLAIN/LOGIN, so clients "
                 "cannot log in to submit.",
-                "Enable SASL authentication on the submission service (Postfix: "
-                "smtpd_sasl_auth_enable=yes for 587) so AUTH is offered after STARTTLS.",
+                identify.generic("smtp-auth-missing"),
             )
     if subs is not None and subs.state is PortState.OPEN and facts.auth_implicit is False:
         return Verdict(
@@ -329,21 +327,23 @@ def _broken(
 
 
 def diagnosis_ports(target: Target, params: Mapping[str, Any]) -> dict[str, int]:
-    """Role -> port: 25/587/465, the target's own port for its role, then ``params.ports``.
+    """Role -> port: 25/587/465, the target's own port for its role, the target's
+    ``op25b_ports`` (an inventory's), then ``params.ports``.
 
     A role mapped to 0 or null is not probed (the lab's ports are ephemeral, so its
-    scenarios pass the real numbers).
+    scenarios pass the real numbers; a loopback rehearsal of an inventory names them).
     """
     ports: dict[str, int | None] = dict(DEFAULT_PORTS)
     if target.protocol in MAIL_ROLES:
         ports[target.protocol] = target.port
-    given = params.get("ports") or {}
-    if not isinstance(given, Mapping):
-        raise ValueError("params.ports must map smtp/submission/submissions to port numbers")
-    for role, port in given.items():
-        if role not in MAIL_ROLES:
-            raise ValueError(f"unknown role {role!r} in params.ports")
-        ports[role] = int(port) if port else None
+    for where, given in (("op25b_ports", target.op25b_ports),
+                         ("params.ports", params.get("ports") or {})):
+        if not isinstance(given, Mapping):
+            raise ValueError(f"{where} must map smtp/submission/submissions to port numbers")
+        for role, port in given.items():
+            if role not in MAIL_ROLES:
+                raise ValueError(f"unknown role {role!r} in {where}")
+            ports[role] = int(port) if port else None
     return {role: port for role, port in ports.items() if port}
 
 
@@ -392,17 +392,26 @@ def _known_verdict(code: str) -> str:
     return code
 
 
+def expected_verdicts(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    """``expect_verdict`` as a tuple of known codes: one code, a list, or nothing."""
+    if value is None:
+        return ()
+    codes = (value,) if isinstance(value, str) else tuple(str(code) for code in value)
+    return tuple(_known_verdict(code) for code in codes)
+
+
 def judge_diagnosis(
     verdict: Verdict,
     results: list[PortResult],
     facts: SubmissionFacts,
-    expect_verdict: str | None = None,
+    expect_verdict: str | Iterable[str] | None = None,
 ) -> CheckResult:
-    """The verdict as a check result: pass on the expected code, else on ``verdict.ok``."""
-    if expect_verdict is not None:
-        _known_verdict(expect_verdict)
-        status = Status.PASS if verdict.code == expect_verdict else Status.FAIL
-        expected = f"verdict {expect_verdict}"
+    """The verdict as a check result: pass on one of the expected codes, else (none
+    expected) on ``verdict.ok``, a working submission path."""
+    expected_codes = expected_verdicts(expect_verdict)
+    if expected_codes:
+        status = Status.PASS if verdict.code in expected_codes else Status.FAIL
+        expected = "verdict " + " or ".join(expected_codes)
     elif verdict.code == PROBE_ERROR:
         status, expected = Status.ERROR, "a verdict"
     else:
@@ -420,6 +429,7 @@ def judge_diagnosis(
             "verdict": verdict.to_dict(),
             "ports": [r.to_dict() for r in results],
             "submission": facts.to_dict(),
+            "expected_verdicts": list(expected_codes),
         },
         advice=verdict.fix,
     )
@@ -427,15 +437,25 @@ def judge_diagnosis(
 
 @check(CHECK, SMTP_PROTOCOLS)
 def op25b_diagnose(target: Target, params: dict[str, Any]) -> CheckResult:
-    """Probe 25/587/465 and say whether port 25 is blocked and which port to submit on."""
+    """Probe 25/587/465 and say whether port 25 is blocked and which port to submit on.
+
+    ``params.expect_verdict`` (one code or a list), else the target's ``op25b_expect``
+    (an inventory's), names the verdicts that pass; with neither, a working submission
+    path passes.
+    """
     ports = diagnosis_ports(target, params)
     expect_verdict = params.get("expect_verdict")
-    if expect_verdict is not None:  # a typo must not cost a probe timeout first
-        _known_verdict(str(expect_verdict))
+    if expect_verdict is None and target.op25b_expect:
+        expect_verdict = list(target.op25b_expect)
+    # a typo must not cost a probe timeout first
+    expect_verdict = list(expected_verdicts(expect_verdict)) or None
     timeout = float(params.get("timeout", min(target.timeout, DEFAULT_TIMEOUT)))
     expect_host = params.get("expect_host")
     results = probe([target.host], [PortSpec(port, role) for role, port in ports.items()],
                     timeout, expect_host=expect_host)
     facts = (gather_submission_facts(target, results, timeout)
              if params.get("sessions", True) else SubmissionFacts())
-    return judge_diagnosis(diagnose(results, facts), results, facts, expect_verdict)
+    result = judge_diagnosis(diagnose(results, facts), results, facts, expect_verdict)
+    # The fix in the greeting server's own settings (Postfix, Exim, sendmail, Exchange).
+    identify.apply(result, (), [r.banner for r in results if r.banner])
+    return result

@@ -19,7 +19,7 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-from harness.checks import CheckFunction, authpenalty, check
+from harness.checks import CheckFunction, authpenalty, check, identify
 from harness.checks import smtp_verdicts as verdicts
 from harness.lab.mailbox import Mailbox, find_in_mailbox
 from harness.protocols.smtp import (
@@ -86,6 +86,20 @@ class Probe:
         self.step = "connect"
         self.pre_tls_ehlo: Ehlo | None = None
         self.broken = False
+        self.extra: list[SMTPClient] = []  # further sessions of the same check
+
+    def new_client(self) -> SMTPClient:
+        """Another session of this check, in the same transcript; closed by finish."""
+        self.transcript.note(f"--- session {len(self.extra) + 2} ---")
+        client = SMTPClient(
+            self.target.host,
+            self.target.port,
+            timeout=self.client.timeout,
+            transcript=self.transcript,
+            helo_name=self.client.helo_name,
+        )
+        self.extra.append(client)
+        return client
 
     # -- helpers ----------------------------------------------------------------------
 
@@ -173,10 +187,24 @@ class Probe:
             authpenalty.record(self.target, success=reply.code == 235)
         return reply
 
+    def auth_login(self, user: str, password: str) -> Reply:
+        """AUTH LOGIN, for servers that offer no PLAIN (Exchange, Office 365)."""
+        with authpenalty.login_budget(self.client, self.target, transcript=self.transcript):
+            reply = self.client.auth_login(user, password)
+        if reply.code == 235 or reply.permanent:
+            authpenalty.record(self.target, success=reply.code == 235)
+        return reply
+
     def login(self) -> Reply:
+        """Log in with PLAIN, or with LOGIN where the server offers LOGIN but no PLAIN."""
         user, password = self.credentials()
-        self.step = "AUTH PLAIN"
-        reply = self.auth_plain(user, password)
+        offered = self.client.ehlo_info.auth_mechanisms if self.client.ehlo_info else ()
+        if "PLAIN" not in offered and "LOGIN" in offered:
+            self.step = "AUTH LOGIN"
+            reply = self.auth_login(user, password)
+        else:
+            self.step = "AUTH PLAIN"
+            reply = self.auth_plain(user, password)
         if reply.code != 235:
             raise self.abort(Status.ERROR, f"login failed with {reply.code} (see auth-plain)",
                              replies=reply.wire_lines)
@@ -190,10 +218,15 @@ class Probe:
         if not self.broken:
             self.client.quit()
         self.client.close()
+        for client in self.extra:
+            client.quit()
+            client.close()
         result.check = self.name
         for key, value in self.evidence.items():
             result.evidence.setdefault(key, value)
         result.transcript = self.transcript.lines
+        # Advice in the identified server's own settings (Postfix, Exim, sendmail, ...).
+        identify.apply(result, result.transcript)
         return result
 
 
@@ -469,42 +502,116 @@ def auth_not_before_tls(probe: Probe) -> CheckResult:
 
 @smtp_check(verdicts.MAIL_BEFORE_AUTH)
 def mail_before_auth_refused(probe: Probe) -> CheckResult:
-    """After TLS, MAIL FROM before AUTH is refused (530)."""
-    target, params = probe.target, probe.params
+    """After TLS, nothing enters before AUTH: MAIL refused (530), else the recipient.
+
+    ``accept_refusal_at_rcpt`` is accepted and ignored: a MAIL that is accepted is
+    always followed by an unauthenticated RCPT, whose refusal is a warning.
+    """
+    target = probe.target
     _not_on(("smtp",), probe, "an MTA on port 25 accepts mail without AUTH")
     probe.secure()
     probe.step = "MAIL before AUTH"
     mail = probe.client.mail(target.mail_from)
     rcpt = None
-    accept_at_rcpt = bool(params.get("accept_refusal_at_rcpt", False))
     if mail.positive:
-        if accept_at_rcpt:
-            probe.step = "RCPT before AUTH"
-            rcpt = probe.client.rcpt(target.rcpt_to)
+        probe.step = "RCPT before AUTH"
+        rcpt = probe.client.rcpt(target.rcpt_to)  # never DATA: nothing is submitted
         probe.client.rset()
-    return verdicts.judge_mail_before_auth(mail, rcpt, accept_at_rcpt)
+    return verdicts.judge_mail_before_auth(mail, rcpt)
+
+
+_RESET_COMMANDS = ("MAIL", "AUTH")
+
+
+def _reset_commands(client: SMTPClient, target: Target) -> dict[str, Reply]:
+    """MAIL, then AUTH PLAIN without credentials, right after a handshake; undone again."""
+    mail = client.mail(target.mail_from)
+    if mail.positive:
+        client.rset()
+    auth = client.command("AUTH PLAIN")  # no credentials: only the code matters
+    if auth.code == 334:
+        client.command("*")
+    return {"MAIL": mail, "AUTH": auth}
+
+
+def _baseline(probe: Probe, *, new_ehlo: bool) -> dict[str, Reply] | None:
+    """The same commands in a session with no EHLO at all (STARTTLS right after the
+    greeting), or with a new EHLO after the handshake; None when it cannot be run."""
+    client = probe.new_client()
+    label = "a new EHLO after TLS" if new_ehlo else "no EHLO at all"
+    probe.step = f"baseline session with {label}"
+    try:
+        banner = client.connect()
+        if banner.code != 220:
+            return None
+        if new_ehlo:
+            client.ehlo()
+        starttls = client.starttls(probe.context(verify=False), probe.target.tls_name)
+        probe.evidence.setdefault("starttls_without_ehlo" if not new_ehlo else
+                                  "starttls_after_ehlo", str(starttls))
+        if starttls.code != 220:
+            return None
+        if new_ehlo:
+            client.ehlo()
+        return _reset_commands(client, probe.target)
+    except _DRIVER_ERRORS as exc:
+        probe.transcript.note(f"baseline session with {label}: {describe_error(exc)}")
+        client.close()
+        return None
+
+
+def _transaction(probe: Probe) -> verdicts.TransactionProbe:
+    """MAIL before STARTTLS, RCPT right after the handshake (no EHLO, no MAIL)."""
+    client = probe.new_client()
+    probe.step = "MAIL before STARTTLS, RCPT after"
+    try:
+        if client.connect().code != 220 or client.ehlo().code != 250:
+            return verdicts.TransactionProbe(None, notes=("greeting or EHLO refused",))
+        mail = client.mail(probe.target.mail_from)
+        if not mail.positive:
+            return verdicts.TransactionProbe(mail)
+        starttls = client.starttls(probe.context(verify=False), probe.target.tls_name)
+        if starttls.code != 220:
+            return verdicts.TransactionProbe(mail, starttls)
+        rcpt = client.rcpt(probe.target.rcpt_to)
+        if rcpt.positive:
+            client.rset()
+        return verdicts.TransactionProbe(mail, starttls, rcpt)
+    except _DRIVER_ERRORS as exc:
+        probe.transcript.note(f"transaction probe: {describe_error(exc)}")
+        client.close()
+        return verdicts.TransactionProbe(None, notes=(describe_error(exc),))
 
 
 @smtp_check(verdicts.STATE_RESET)
 def starttls_state_reset(probe: Probe) -> CheckResult:
-    """After STARTTLS the pre-TLS EHLO is forgotten: MAIL without a new EHLO gets 503."""
-    target = probe.target
+    """After STARTTLS the server forgets what it knew before (RFC 3207 sec. 4.2).
+
+    MAIL and AUTH go right after the handshake without a new EHLO, and the same two
+    commands in two baseline sessions (no EHLO at all; a new EHLO after TLS) show
+    whether their answers depend on EHLO at all. When they do not (Postfix without
+    smtpd_helo_required takes MAIL with no EHLO), a MAIL sent before STARTTLS and a
+    RCPT after it show whether the transaction survived; failing both, the check skips.
+    """
     _not_on(("submissions",), probe, "no STARTTLS on implicit TLS")
     ehlo = probe.greet()
     if not ehlo.has("STARTTLS"):
         raise probe.skip("STARTTLS not offered (see the starttls check)", SkipKind.COULD_NOT_RUN)
     _start_tls(probe, verify=False)
-    probe.step = "MAIL without EHLO after TLS"
-    mail = probe.client.mail(target.mail_from)
-    auth = None
-    if mail.positive:
-        probe.client.rset()
-    elif mail.code != 503:
-        probe.step = "AUTH without EHLO after TLS"
-        auth = probe.client.command("AUTH PLAIN")  # no credentials: only the code matters
-        if auth.code == 334:
-            probe.cancel_auth()
-    return verdicts.judge_state_reset(mail, auth)
+    probe.step = "MAIL and AUTH after TLS without a new EHLO"
+    tested = _reset_commands(probe.client, probe.target)
+    bare = _baseline(probe, new_ehlo=False)
+    fresh = _baseline(probe, new_ehlo=True)
+    probes = [
+        verdicts.ResetProbe(command, tested.get(command),
+                            bare.get(command) if bare else None,
+                            fresh.get(command) if fresh else None)
+        for command in _RESET_COMMANDS
+    ]
+    transaction = None
+    if all(p.outcome()[0] == "undecided" for p in probes):
+        transaction = _transaction(probe)
+    return verdicts.judge_state_reset(probes, transaction)
 
 
 @smtp_check(verdicts.EHLO_AFTER_TLS_AUTH)
@@ -564,9 +671,17 @@ def auth_plain(probe: Probe) -> CheckResult:
     _not_on(("smtp",), probe, "an MTA on port 25 need not offer AUTH")
     user, password = probe.credentials()
     ehlo = probe.secure(verify=True)
-    probe.step = "AUTH PLAIN"
-    reply = probe.auth_plain(user, password)
-    result = verdicts.judge_auth_plain(reply, ehlo.auth_mechanisms)
+    offered = ehlo.auth_mechanisms
+    if "PLAIN" not in offered and "LOGIN" in offered:
+        # Exchange, Office 365: LOGIN only. PLAIN would be refused with 504 and prove
+        # nothing about the credentials; LOGIN shows whether clients can log in.
+        probe.step = "AUTH LOGIN (no PLAIN offered)"
+        login = probe.auth_login(user, password)
+        result = verdicts.judge_auth_plain(None, offered, login)
+    else:
+        probe.step = "AUTH PLAIN"
+        reply = probe.auth_plain(user, password)
+        result = verdicts.judge_auth_plain(reply, offered)
     result.evidence["user"] = user
     return result
 
@@ -581,9 +696,18 @@ def auth_bad_password(probe: Probe) -> CheckResult:
     while target.password and wrong == target.password:  # pragma: no cover
         wrong = "wrong-" + secrets.token_hex(12)
     probe.transcript.add_secret(wrong)
-    probe.secure()
-    probe.step = "AUTH PLAIN with a wrong password"
-    reply = probe.auth_plain(user, wrong, failing=True)
+    offered = probe.secure().auth_mechanisms
+    if "PLAIN" not in offered and "LOGIN" in offered:
+        # PLAIN would be refused as a mechanism (504), not as a password.
+        probe.step = "AUTH LOGIN with a wrong password"
+        with authpenalty.login_budget(probe.client, target, failing=True,
+                                      transcript=probe.transcript):
+            reply = probe.client.auth_login(user, wrong)
+        if reply.code == 235 or reply.permanent:
+            authpenalty.record(target, success=reply.code == 235)
+    else:
+        probe.step = "AUTH PLAIN with a wrong password"
+        reply = probe.auth_plain(user, wrong, failing=True)
     result = verdicts.judge_auth_bad_password(reply)
     result.evidence["user"] = user
     return result

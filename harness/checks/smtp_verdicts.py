@@ -7,11 +7,13 @@ note) is unit-tested with reply fixtures. The check functions in
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from harness.checks import identify
 from harness.protocols.smtp import Ehlo, Reply
-from harness.results import CheckResult, Status
+from harness.results import CheckResult, SkipKind, Status
 
 BANNER = "smtp-banner"
 EHLO = "ehlo"
@@ -114,8 +116,7 @@ def judge_starttls(
         return _result(
             STARTTLS, Status.FAIL, "STARTTLS is not advertised",
             expected=expected, observed="EHLO reply has no STARTTLS", replies=replies,
-            advice="Configure a certificate and enable STARTTLS "
-                   "(Postfix: smtpd_tls_security_level = may).",
+            advice=identify.generic("smtp-starttls"),
         )
     if reply is None or reply.code != 220:
         observed = _brief(reply) if reply else "no reply"
@@ -212,10 +213,15 @@ def _severity(finding: dict[str, Any]) -> str:
 
 
 def judge_certificate_lint(findings: list[Any]) -> CheckResult:
-    """Fail on findings of severity error; warnings and notes are only evidence."""
+    """Fail on findings of severity error; warn on warnings (a CA certificate as leaf, no
+    digitalSignature: valid and working today, off best practice); notes (info, e.g.
+    self-signed) are only evidence, and so is "expires in N days": the expiry watch
+    (harness/checks/expiry.py) judges the days left with the target's thresholds."""
     found = [finding_dict(f) for f in findings]
     errors = [f for f in found if _severity(f) in ("error", "fail", "critical")]
-    expected = "no certificate lint errors"
+    warnings = [f for f in found if _severity(f) == "warning"
+                and f.get("code") not in ("expires-soon",)]
+    expected = "no certificate lint errors or warnings"
     evidence: dict[str, Any] = {"findings": found}
     if errors:
         first = str(errors[0].get("message", errors[0]))
@@ -223,6 +229,14 @@ def judge_certificate_lint(findings: list[Any]) -> CheckResult:
             CERT_LINT, Status.FAIL, f"{len(errors)} certificate problem(s): {first}",
             expected=expected, observed="; ".join(str(f.get("message", f)) for f in errors),
             evidence=evidence, advice=str(errors[0].get("advice", "")),
+        )
+    if warnings:
+        first = str(warnings[0].get("message", warnings[0]))
+        return _result(
+            CERT_LINT, Status.WARN, f"{len(warnings)} certificate warning(s): {first}",
+            expected=expected,
+            observed="; ".join(str(f.get("message", f)) for f in warnings),
+            evidence=evidence, advice=str(warnings[0].get("advice", "")),
         )
     observed = f"{len(found)} note(s)" if found else "clean"
     return _result(CERT_LINT, Status.PASS, f"certificate lint clean ({observed})",
@@ -235,32 +249,37 @@ def judge_certificate_lint(findings: list[Any]) -> CheckResult:
 def judge_auth_not_before_tls(
     offered: tuple[str, ...], attempts: list[tuple[str, Reply]]
 ) -> CheckResult:
-    """AUTH PLAIN/LOGIN hidden before TLS, and refused (ideally 530) when tried."""
-    expected = "no AUTH PLAIN/LOGIN in the pre-TLS EHLO; AUTH before TLS refused with 530"
+    """AUTH PLAIN/LOGIN hidden before TLS, and refused when tried.
+
+    Any refusal passes: 538 is RFC 4954's own code (encryption required for the
+    mechanism), 530 RFC 3207's, and 502/503/504 are right for an AUTH the server does
+    not offer in plaintext (Postfix on 25: ``503 5.5.1 Error: authentication not
+    enabled``). Offering PLAIN/LOGIN before TLS fails even when the attempt is refused:
+    a client sends AUTH PLAIN with its credentials in the same line.
+    """
+    expected = "no AUTH PLAIN/LOGIN in the pre-TLS EHLO; AUTH before TLS refused"
     replies = wire(*(reply for _, reply in attempts))
     shown = [mech for mech in offered if mech in PASSWORD_MECHANISMS]
-    notes: list[str] = []
+    refusals: list[str] = []
     failures: list[str] = []
     if shown:
         failures.append(f"pre-TLS EHLO offers AUTH {' '.join(shown)} before STARTTLS")
     for mechanism, reply in attempts:
         if reply.code in (334, 235) or reply.positive:
             failures.append(f"AUTH {mechanism} before TLS answered {reply.code}")
-        elif reply.code in (530, 538):
-            continue
         else:
-            notes.append(f"AUTH {mechanism} refused with {reply.code} rather than 530")
-    observed = "; ".join(failures + notes) or "AUTH hidden and refused with 530 before TLS"
+            refusals.append(f"AUTH {mechanism} {reply.code}")
+    observed = "; ".join(failures) or ("AUTH hidden, and refused before TLS: "
+                                       + ", ".join(refusals))
     if failures:
         return _result(
             AUTH_NOT_BEFORE_TLS, Status.FAIL, failures[0],
             expected=expected, observed=observed, replies=replies,
-            advice="Offer AUTH only after STARTTLS (Postfix: smtpd_tls_auth_only = yes; "
-                   "aiosmtpd: auth_require_tls=True).",
+            advice=identify.generic("smtp-auth-after-tls"),
         )
     summary = "AUTH not available before TLS"
-    if notes:
-        summary += " (" + "; ".join(notes) + ")"
+    if refusals:
+        summary += " (refused: " + ", ".join(refusals) + ")"
     return _result(AUTH_NOT_BEFORE_TLS, Status.PASS, summary,
                    expected=expected, observed=observed, replies=replies)
 
@@ -268,71 +287,186 @@ def judge_auth_not_before_tls(
 def judge_mail_before_auth(
     mail: Reply, rcpt: Reply | None = None, accept_refusal_at_rcpt: bool = False
 ) -> CheckResult:
-    expected = "MAIL FROM before AUTH refused with 530 5.7.0"
-    if accept_refusal_at_rcpt:
-        expected += " (or the recipient refused)"
+    """Before AUTH nothing may enter through a submission port (RFC 6409 sec. 4.3).
+
+    MAIL refused with 530 (RFC 4954 sec. 6): pass. MAIL refused with another code:
+    a warning (secure; the client reports "sender rejected" instead of "authentication
+    required"). MAIL accepted but the unauthenticated recipient refused: a warning, no
+    mail can enter (Postfix with the default smtpd_delay_reject=yes: ``554 5.7.1
+    <postmaster@...>: Recipient address rejected: Access denied``). An accepted RCPT
+    fails: the server takes mail without AUTH. ``accept_refusal_at_rcpt`` is accepted
+    and ignored: a refusal at RCPT is always this warning now.
+    """
+    del accept_refusal_at_rcpt  # no longer changes anything; kept for old scenarios
+    expected = "MAIL FROM before AUTH refused with 530 5.7.0 Authentication required"
     replies = wire(mail, rcpt)
-    if not mail.positive:
-        summary = f"MAIL before AUTH refused with {_brief(mail)}"
-        if mail.code != 530:
-            summary += " (530 is the RFC 4954 code)"
-        return _result(MAIL_BEFORE_AUTH, Status.PASS, summary,
-                       expected=expected, observed=_brief(mail), replies=replies)
-    if accept_refusal_at_rcpt and rcpt is not None and not rcpt.positive:
+    advice = identify.generic("smtp-mail-before-auth")
+    if not mail.positive and not mail.intermediate:
+        if mail.code == 530:
+            return _result(MAIL_BEFORE_AUTH, Status.PASS,
+                           f"MAIL before AUTH refused with {_brief(mail)}",
+                           expected=expected, observed=_brief(mail), replies=replies)
         return _result(
-            MAIL_BEFORE_AUTH, Status.PASS,
-            f"MAIL accepted, but the recipient was refused before AUTH ({rcpt.code})",
-            expected=expected, observed=f"MAIL {mail.code}, RCPT {_brief(rcpt)}", replies=replies,
+            MAIL_BEFORE_AUTH, Status.WARN,
+            f"MAIL before AUTH refused with {mail.code}, not 530 (RFC 4954 sec. 6): "
+            "nothing enters, but clients report a rejected sender instead of "
+            "'authentication required'",
+            expected=expected, observed=_brief(mail), replies=replies, advice=advice,
+        )
+    if rcpt is None:
+        return _result(
+            MAIL_BEFORE_AUTH, Status.ERROR,
+            f"MAIL before AUTH accepted ({mail.code}) and no recipient was tried: no "
+            "verdict on whether mail can enter",
+            expected=expected, observed=_brief(mail), replies=replies,
+        )
+    observed = f"MAIL {_brief(mail)}; RCPT {_brief(rcpt)}"
+    if rcpt.positive or rcpt.intermediate:
+        return _result(
+            MAIL_BEFORE_AUTH, Status.FAIL,
+            f"unauthenticated MAIL and RCPT accepted ({mail.code}, {rcpt.code}): the "
+            "submission port takes mail without AUTH",
+            expected=expected, observed=observed, replies=replies, advice=advice,
         )
     return _result(
-        MAIL_BEFORE_AUTH, Status.FAIL, "MAIL before AUTH accepted",
-        expected=expected, observed=_brief(mail), replies=replies,
-        advice="Require authentication on the submission port (Postfix master.cf: "
-               "-o smtpd_sender_restrictions=reject_sender_login_mismatch,"
-               "permit_sasl_authenticated,reject -o smtpd_delay_reject=no; without the "
-               "latter Postfix defers the refusal to RCPT); if the server only refuses at "
-               "RCPT time by design, set the check parameter accept_refusal_at_rcpt.",
+        MAIL_BEFORE_AUTH, Status.WARN,
+        f"MAIL before AUTH accepted ({mail.code}), the recipient refused "
+        f"({_brief(rcpt)}): no mail enters without AUTH, but RFC 6409 sec. 4.3 asks for "
+        "the refusal at MAIL (530)",
+        expected=expected, observed=observed, replies=replies, advice=advice,
     )
 
 
-def judge_state_reset(mail: Reply, auth: Reply | None = None) -> CheckResult:
-    """After STARTTLS the server must forget the pre-TLS EHLO (RFC 3207 4.2)."""
-    expected = "after the handshake, MAIL without a new EHLO refused with 503"
-    replies = wire(mail, auth)
-    advice = ("Discard all pre-TLS session state after STARTTLS, as RFC 3207 4.2 requires; "
-              "a server that accepts MAIL without any EHLO fails this too (Postfix: "
-              "smtpd_helo_required = yes).")
-    if mail.code == 503:
-        return _result(STATE_RESET, Status.PASS, "server asked for a new EHLO after STARTTLS",
-                       expected=expected, observed=_brief(mail), replies=replies)
-    if mail.positive:
+@dataclass(frozen=True)
+class ResetProbe:
+    """One command sent right after a TLS handshake with no EHLO after it, in three
+    sessions: after an EHLO before STARTTLS (the session under test), with no EHLO at
+    all (STARTTLS first), and with a new EHLO after the handshake. Only when the two
+    baselines differ does the command depend on EHLO state; then the session under test
+    answering like the no-EHLO session shows the pre-TLS EHLO was forgotten (RFC 3207
+    sec. 4.2), answering like the new-EHLO session shows it survived."""
+
+    command: str
+    after_pre_tls_ehlo: Reply | None
+    without_ehlo: Reply | None = None
+    with_new_ehlo: Reply | None = None
+
+    def outcome(self) -> tuple[str, str]:
+        """(``reset`` | ``kept`` | ``undecided``, why)."""
+        test, bare, fresh = self.after_pre_tls_ehlo, self.without_ehlo, self.with_new_ehlo
+        cmd = self.command
+        if test is None:
+            return "undecided", f"{cmd} not sent"
+        if bare is not None and fresh is not None:
+            if bare.code == fresh.code:
+                return "undecided", (f"{cmd} is answered {bare.code} with or without EHLO, "
+                                     "so its answer says nothing about EHLO state")
+            if test.code == bare.code:
+                return "reset", (f"{cmd} answered {_brief(test)}, as in a session without "
+                                 f"any EHLO (after a new EHLO: {fresh.code})")
+            if test.code == fresh.code:
+                said = (f"accepted ({_brief(test)})" if test.positive or test.intermediate
+                        else f"answered {_brief(test)}")
+                return "kept", (f"{cmd} after STARTTLS without a new EHLO {said}, as after "
+                                f"an EHLO; a session without any EHLO gets {bare.code}")
+            return "undecided", (f"{cmd} answered {test.code}, neither {bare.code} (no EHLO) "
+                                 f"nor {fresh.code} (new EHLO)")
+        if test.code == 503:  # no baseline: only a bad-sequence refusal speaks for itself
+            return "reset", f"{cmd} refused as a bad sequence: {_brief(test)}"
+        return "undecided", f"{cmd} answered {test.code} and no baseline session could be run"
+
+    def to_dict(self) -> dict[str, Any]:
+        outcome, why = self.outcome()
+        return {
+            "after_pre_tls_ehlo": str(self.after_pre_tls_ehlo or ""),
+            "without_ehlo": str(self.without_ehlo or ""),
+            "with_new_ehlo": str(self.with_new_ehlo or ""),
+            "outcome": outcome,
+            "why": why,
+        }
+
+
+@dataclass(frozen=True)
+class TransactionProbe:
+    """MAIL FROM before STARTTLS, then RCPT right after the handshake (no EHLO, no
+    MAIL): a server that discarded its state (RFC 3207 sec. 4.2: MUST) answers 503
+    (no MAIL, or no EHLO); one that kept the transaction takes the recipient."""
+
+    mail_before_tls: Reply | None
+    starttls: Reply | None = None
+    rcpt_after_tls: Reply | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def outcome(self) -> tuple[str, str]:
+        mail, rcpt = self.mail_before_tls, self.rcpt_after_tls
+        if mail is None or not mail.positive:
+            said = _brief(mail) if mail is not None else "not sent"
+            return "undecided", f"MAIL before STARTTLS refused ({said}): no transaction to carry"
+        if rcpt is None:
+            said = _brief(self.starttls) if self.starttls is not None else "no STARTTLS"
+            return "undecided", f"no RCPT after the handshake ({said})"
+        if rcpt.code == 503:
+            return "reset", (f"RCPT without MAIL after STARTTLS answered {_brief(rcpt)}: the "
+                             f"pre-TLS transaction (MAIL {mail.code}) was discarded")
+        if rcpt.positive or rcpt.intermediate:
+            return "kept", (f"RCPT without MAIL after STARTTLS accepted ({_brief(rcpt)}): "
+                            f"the pre-TLS transaction (MAIL {mail.code}) survived")
+        return "undecided", f"RCPT after STARTTLS answered {_brief(rcpt)}, not 503"
+
+    def to_dict(self) -> dict[str, Any]:
+        outcome, why = self.outcome()
+        return {
+            "mail_before_tls": str(self.mail_before_tls or ""),
+            "starttls": str(self.starttls or ""),
+            "rcpt_after_tls": str(self.rcpt_after_tls or ""),
+            "outcome": outcome,
+            "why": why,
+        }
+
+
+def judge_state_reset(
+    probes: Sequence[ResetProbe], transaction: TransactionProbe | None = None
+) -> CheckResult:
+    """RFC 3207 sec. 4.2: after STARTTLS the server MUST discard what it knew before.
+
+    Fail only with proof that pre-TLS state survived (a command answered as after an
+    EHLO where a session without EHLO is answered otherwise; a recipient taken for a
+    MAIL sent before the handshake). Pass on proof of the reset. When no probe can tell
+    (the server answers the same with or without EHLO, and refuses MAIL before TLS),
+    the check could not run: a skip with the hardening that would make it decidable.
+    """
+    expected = ("after STARTTLS, commands without a new EHLO answered as in a session "
+                "without EHLO (503), and no pre-TLS transaction left")
+    outcomes = [(p, *p.outcome()) for p in probes]
+    evidence: dict[str, Any] = {"state_reset": {p.command: p.to_dict() for p in probes}}
+    replies = wire(*(p.after_pre_tls_ehlo for p in probes))
+    if transaction is not None:
+        evidence["state_reset"]["transaction"] = transaction.to_dict()
+        replies += wire(transaction.mail_before_tls, transaction.rcpt_after_tls)
+        outcomes.append((transaction, *transaction.outcome()))
+    observed = "; ".join(why for _, _, why in outcomes) or "nothing probed"
+    kept = [why for _, outcome, why in outcomes if outcome == "kept"]
+    if kept:
         return _result(
-            STATE_RESET, Status.FAIL, "MAIL accepted after STARTTLS without a new EHLO",
-            expected=expected, observed=_brief(mail), replies=replies, advice=advice,
+            STATE_RESET, Status.FAIL, "pre-TLS state survived STARTTLS: " + "; ".join(kept),
+            expected=expected, observed=observed, replies=replies, evidence=evidence,
+            advice="Discard all pre-TLS session state after STARTTLS, as RFC 3207 4.2 "
+                   "requires (EHLO argument, MAIL transaction, AUTH): upgrade the server.",
         )
-    if auth is None:
+    reset = [(probe, why) for probe, outcome, why in outcomes if outcome == "reset"]
+    if reset:
+        by_ehlo = any(isinstance(probe, ResetProbe) for probe, _ in reset)
+        summary = ("server asked for a new EHLO after STARTTLS" if by_ehlo
+                   else "the pre-TLS MAIL transaction was discarded at STARTTLS")
         return _result(
-            STATE_RESET, Status.ERROR,
-            f"MAIL refused with {mail.code}, which does not show whether EHLO state was kept",
-            expected=expected, observed=_brief(mail), replies=replies,
-        )
-    if auth.code == 503:
-        return _result(
-            STATE_RESET, Status.PASS,
-            f"MAIL refused ({mail.code}) and AUTH without a new EHLO refused with 503",
-            expected=expected, observed=f"MAIL {mail.code}, AUTH {_brief(auth)}", replies=replies,
-        )
-    if auth.code == 334 or auth.positive:
-        return _result(
-            STATE_RESET, Status.FAIL,
-            "AUTH accepted after STARTTLS without a new EHLO: pre-TLS state kept",
-            expected=expected, observed=f"MAIL {mail.code}, AUTH {_brief(auth)}",
-            replies=replies, advice=advice,
+            STATE_RESET, Status.PASS, f"{summary} ({reset[0][1]})",
+            expected=expected, observed=observed, replies=replies, evidence=evidence,
         )
     return _result(
-        STATE_RESET, Status.ERROR,
-        f"inconclusive: MAIL {mail.code}, AUTH {auth.code} after STARTTLS",
-        expected=expected, observed=f"MAIL {_brief(mail)}; AUTH {_brief(auth)}", replies=replies,
+        STATE_RESET, Status.SKIP,
+        "no probe can tell whether pre-TLS state survives STARTTLS here: " + observed,
+        expected=expected, observed=observed, replies=replies, evidence=evidence,
+        advice=identify.generic("smtp-helo-required"), skip_kind=SkipKind.COULD_NOT_RUN,
     )
 
 
@@ -377,11 +511,42 @@ def judge_injection(
                    observed="no reply before our first TLS command", replies=replies)
 
 
-def judge_auth_plain(reply: Reply, offered: tuple[str, ...] = ()) -> CheckResult:
+def judge_auth_plain(
+    reply: Reply | None, offered: tuple[str, ...] = (), login: Reply | None = None
+) -> CheckResult:
+    """AUTH PLAIN (RFC 4616) with the configured credentials gets 235.
+
+    A server that offers LOGIN but no PLAIN (Exchange, Office 365: ``250-AUTH LOGIN
+    XOAUTH2``) is not sent PLAIN; ``login`` is its answer to AUTH LOGIN with the same
+    credentials. 235 there is a warning: every client logs in (they negotiate LOGIN),
+    PLAIN, the standard mechanism, is what is missing.
+    """
     expected = "235 to AUTH PLAIN (RFC 4616) with the configured credentials"
-    if reply.code == 235:
+    if reply is not None and reply.code == 235:
         return _result(AUTH_PLAIN, Status.PASS, "AUTH PLAIN accepted",
                        expected=expected, observed=_brief(reply), replies=wire(reply))
+    if reply is None and login is not None:
+        mechanisms = " ".join(offered) or "none"
+        if login.code == 235:
+            return _result(
+                AUTH_PLAIN, Status.WARN,
+                f"AUTH PLAIN not offered (AUTH {mechanisms}); AUTH LOGIN with the same "
+                "credentials accepted",
+                expected=expected, observed=f"AUTH LOGIN: {_brief(login)}",
+                replies=wire(login), advice=identify.generic("smtp-auth-login-only"),
+            )
+        advice = ("Check the user name and password (and the account's submission rights)."
+                  if login.code == 535 else
+                  "Check the SASL backend (Postfix: smtpd_sasl_type, Dovecot auth socket).")
+        return _result(
+            AUTH_PLAIN, Status.FAIL,
+            f"AUTH PLAIN not offered (AUTH {mechanisms}), and AUTH LOGIN answered {login.code}",
+            expected=expected, observed=f"AUTH LOGIN: {_brief(login)}", replies=wire(login),
+            advice=advice,
+        )
+    if reply is None:
+        return _result(AUTH_PLAIN, Status.ERROR, "no AUTH attempt was made",
+                       expected=expected)
     if reply.code == 504 or (offered and "PLAIN" not in offered):
         advice = "Enable the PLAIN mechanism for TLS sessions."
     elif reply.code == 535:
@@ -409,10 +574,15 @@ def judge_auth_bad_password(reply: Reply) -> CheckResult:
             expected=expected, observed=observed, replies=wire(reply),
         )
     if reply.permanent:
+        # Refused, so secure; but RFC 4954 sec. 6 has clients ask for new credentials
+        # on 535 only: another code reads as a server fault, not a wrong password.
         return _result(
-            AUTH_BAD_PASSWORD, Status.PASS,
-            f"wrong password refused with {reply.code} (535 expected)",
+            AUTH_BAD_PASSWORD, Status.WARN,
+            f"wrong password refused with {reply.code}, not 535: clients do not read it "
+            "as a wrong password (RFC 4954 sec. 6)",
             expected=expected, observed=observed, replies=wire(reply),
+            advice="Answer a failed AUTH with 535 5.7.8 Authentication credentials "
+                   "invalid (RFC 4954 sec. 6); check the SASL backend's error mapping.",
         )
     return _result(
         AUTH_BAD_PASSWORD, Status.FAIL, f"AUTH with a wrong password answered {reply.code}",
@@ -470,9 +640,7 @@ def judge_relay(attempts: list[RelayAttempt]) -> CheckResult:
         return _result(
             RELAY_REFUSED, Status.FAIL, f"OPEN RELAY: recipient accepted ({names})",
             expected=expected, observed=observed, replies=replies,
-            advice="Refuse relaying for unauthenticated clients (Postfix: "
-                   "smtpd_relay_restrictions = permit_sasl_authenticated, "
-                   "reject_unauth_destination; allow_percent_hack = no).",
+            advice=identify.generic("smtp-relay"),
         )
     if open_forms:
         return _result(
@@ -526,20 +694,9 @@ MTA_SHOULD: dict[str, str] = {
     "8BITMIME": "best practice for an MTA (RFC 6152)",
     "SIZE": "best practice for an MTA: the limit known before DATA (RFC 1870)",
 }
-ADVICE_EXTENSIONS = (
-    "Offer the missing extensions; they are on by default in the common servers, so look "
-    "for what removes them: Postfix: smtpd_discard_ehlo_keywords (main.cf, or -o in the "
-    "master.cf service); Exim: pipelining_advertise_hosts, accept_8bitmime; Exchange: the "
-    "receive connector's EnhancedStatusCodesEnabled, PipeliningEnabled, "
-    "EightBitMimeEnabled, DeliveryStatusNotificationEnabled; or a proxy in front that "
-    "filters EHLO."
-)
-ADVICE_AUTH_MISSING = (
-    "A submission server MUST support AUTH (RFC 6409 sec. 4.3 and 7, RFC 4954): enable "
-    "SASL inside TLS on this port (Postfix master.cf: -o smtpd_sasl_auth_enable=yes; "
-    "Exim: an authenticator with server_advertise_condition = ${if def:tls_in_cipher}; "
-    "Exchange: the client receive connector with Basic authentication after TLS)."
-)
+ADVICE_EXTENSIONS = identify.generic("smtp-extensions")
+ADVICE_AUTH_MISSING = identify.generic("smtp-auth-missing")
+ADVICE_ETRN = identify.generic("smtp-etrn")
 
 
 def judge_extensions(
@@ -573,14 +730,29 @@ def judge_extensions(
             expected=expected, observed=offered, evidence=evidence,
             advice=ADVICE_AUTH_MISSING,
         )
-    if missing:
-        names = ", ".join(missing)
+    # RFC 6409 sec. 7: ETRN MUST NOT be offered on submission. Harmless (it only asks
+    # for a queue run), so a warning: Postfix offers it on every smtpd by default.
+    etrn = submission and final.has("ETRN")
+    evidence["etrn_on_submission"] = etrn
+    if missing or etrn:
+        problems = []
+        notes = []
+        advice = []
+        if missing:
+            problems.append(f"not offered {where}: {', '.join(missing)}")
+            notes.append("missing: " + "; ".join(f"{key} ({why})"
+                                                 for key, why in missing.items()))
+            advice.append(ADVICE_EXTENSIONS)
+        if etrn:
+            problems.append(f"ETRN offered {where} on a submission port (RFC 6409 sec. 7: "
+                            "MUST NOT)")
+            notes.append("ETRN offered (MUST NOT on submission, RFC 6409 sec. 7)")
+            advice.append(ADVICE_ETRN)
         return _result(
-            EXTENSIONS, Status.WARN, f"not offered {where}: {names}",
-            expected=expected,
-            observed=offered + "; missing: "
-            + "; ".join(f"{key} ({why})" for key, why in missing.items()),
-            evidence=evidence, advice=ADVICE_EXTENSIONS,
+            EXTENSIONS, Status.WARN, "; ".join(problems),
+            expected=expected + (" and no ETRN" if submission else ""),
+            observed=offered + "; " + "; ".join(notes),
+            evidence=evidence, advice=" ".join(advice),
         )
     summary = f"extensions {where}: {' '.join(present)}"
     return _result(EXTENSIONS, Status.PASS, summary, expected=expected, observed=offered,

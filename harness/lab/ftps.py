@@ -132,6 +132,9 @@ class FTPSServerConfig:
     max_tls: str | None = None
     legacy_tls_version: str | None = None
     session_resumption: bool = True  # False: no session cache, no tickets (a fault)
+    # False: FEAT omits AUTH TLS although AUTH TLS works, as vsftpd 3.0.x does with
+    # ssl_tlsv1=NO (not a fault: clients send AUTH TLS without reading FEAT).
+    feat_lists_auth_tls: bool = True
     banner: str = "ftps-lab FTP server ready."
     host: str = "127.0.0.1"
     port: int = 0
@@ -361,6 +364,8 @@ class FTPSLabServer:
             auth_tls_refusal=AUTH_TLS_REFUSALS.get(config.refuse_auth_tls or 0),
             dtp_handler=type("LabTLSDTPHandlerFor", (self.tls_data_handler,), data_attrs),
         )
+        if not config.feat_lists_auth_tls:
+            attrs["feat_lists_auth_tls"] = False
         return attrs
 
     def build_handler(self) -> type:

@@ -366,6 +366,7 @@ class LabTLSHandler(_LabControl, TLS_FTPHandler):  # type: ignore[misc]
     implicit_tls: ClassVar[bool] = False
     require_session_reuse: ClassVar[bool] = False
     auth_tls_refusal: ClassVar[str | None] = None
+    feat_lists_auth_tls: ClassVar[bool] = True  # False: as vsftpd 3.0.x with ssl_tlsv1=NO
     # Makes the SSL context of one control connection (None: the server-wide one).
     session_context_factory: ClassVar[Callable[[], SSL.Context] | None] = None
     _banner_pending = False
@@ -429,6 +430,12 @@ class LabTLSHandler(_LabControl, TLS_FTPHandler):  # type: ignore[misc]
         if self.require_session_reuse and not session_reused(conn):
             return REUSE_REQUIRED_REPLY
         return None
+
+    def ftp_FEAT(self, line: str) -> None:
+        """FEAT, without the AUTH lines when this server hides them (AUTH TLS still works)."""
+        if not self.feat_lists_auth_tls:
+            self._extra_feats = [feat for feat in self._extra_feats if not feat.startswith("AUTH ")]
+        super().ftp_FEAT(line)
 
     def process_command(self, cmd: str, *args: Any, **kwargs: Any) -> None:
         if cmd == "AUTH" and self.auth_tls_refusal is not None:

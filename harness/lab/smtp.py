@@ -103,6 +103,9 @@ class SMTPServerConfig:
     accept_any_password: bool = False
     relay_routing_loophole: bool = False  # trusts the domain, ignores % ! "@" in local parts
     drop_messages: bool = False  # answers 250 to DATA but stores nothing
+    # Not a fault: SASL mechanisms left out of AUTH, e.g. ("PLAIN",) for a server that
+    # offers LOGIN only, as Exchange and Office 365 do.
+    auth_exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.role = _ROLE_ALIASES.get(self.role, self.role)
@@ -312,6 +315,7 @@ class LabSMTP(SMTP):
             tls_context=tls_context if config.offers_starttls else None,
             auth_required=False,  # set below, to skip aiosmtpd's warning for the fault mode
             auth_require_tls=not config.offer_auth_before_tls,
+            auth_exclude_mechanism=list(config.auth_exclude),
             authenticator=handler.authenticate,
             data_size_limit=config.data_size_limit,
             enable_SMTPUTF8=config.smtputf8,

@@ -205,9 +205,13 @@ def test_session_reuse_required_but_not_enforced(lab: Any) -> None:
 
 
 def test_session_reuse_not_supported(lab: Any) -> None:
-    with lab(session_resumption=False) as (_, target):
+    """No resumption at all (Pure-FTPd 1.0.50 behaves so): every transfer works, so a
+    warning unless the target must require reuse, which such a server cannot enforce."""
+    with lab(session_resumption=False, require_session_reuse=False) as (_, target):
         result = run("data-session-reuse", target)
-    assert result.status is Status.FAIL and "did not resume" in result.summary
+        required = run("data-session-reuse", target, session_reuse_required=True)
+    assert result.status is Status.WARN and "did not resume" in result.summary
+    assert required.status is Status.FAIL and "did not resume" in required.summary
 
 
 def test_session_reuse_refusal_is_recorded_exactly(lab: Any) -> None:
@@ -462,9 +466,23 @@ def test_plain_ftp_server_has_no_tls(lab: Any) -> None:
         feat = run("feat-auth-tls", target)
         auth = run("auth-tls", target)
         pbsz = run("pbsz-before-auth-refused", target)
+    # FEAT without AUTH TLS, and AUTH TLS tried anyway is refused: no FTPS at all.
     assert feat.status is Status.FAIL and "does not list AUTH TLS" in feat.summary
+    assert "AUTH TLS: " in feat.observed
     assert auth.status is Status.FAIL and "not 234" in auth.summary
-    assert pbsz.status is Status.PASS and pbsz.evidence["note"]
+    assert pbsz.status is Status.PASS and "PBSZ before AUTH refused" in pbsz.summary
+
+
+def test_feat_without_auth_tls_warns_when_auth_tls_works(lab: Any) -> None:
+    """vsftpd 3.0.x with ssl_tlsv1=NO: FEAT without AUTH TLS, AUTH TLS answered 234 all
+    the same. Clients are served, nothing is weaker: a warning (it was a fail)."""
+    with lab(feat_lists_auth_tls=False) as (_, target):
+        result = run("feat-auth-tls", target)
+    assert result.status is Status.WARN, result.describe()
+    assert result.summary.startswith("FEAT does not list AUTH TLS, but AUTH TLS works (234, TLSv1.")
+    assert result.evidence["auth_tls_anyway"]["reply"].startswith("234")
+    assert any("> AUTH TLS" in line for line in result.transcript)
+    assert "vsftpd 3.0.x lists it only with ssl_tlsv1=YES" in result.advice  # generic
 
 
 def test_login_failures_and_missing_credentials(lab: Any) -> None:

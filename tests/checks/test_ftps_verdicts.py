@@ -71,6 +71,39 @@ def test_feat_auth_tls() -> None:
     assert refused.status is Status.FAIL and "not 211" in refused.summary
 
 
+# vsftpd 3.0.3 with ssl_tlsv1=NO (Debian 12, TLS 1.0 off): FEAT without AUTH TLS...
+VSFTPD_FEAT = ("211-Features:\r\n EPRT\r\n EPSV\r\n MDTM\r\n PASV\r\n PBSZ\r\n PROT\r\n"
+               " REST STREAM\r\n SIZE\r\n TVFS\r\n211 End")
+TLS13 = {"tls_version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384"}
+
+
+def test_feat_without_auth_tls_but_auth_tls_works_is_a_warning() -> None:
+    """...yet ``AUTH TLS`` gets ``234 Proceed with negotiation.`` and TLS comes up: clients
+    that send AUTH TLS (all of them, FEAT or not) are served: a warning, not a fail."""
+    feat = r(VSFTPD_FEAT)
+    result = v.judge_feat_auth_tls(feat, parse_feat(feat), r("234 Proceed with negotiation."),
+                                   None, TLS13)
+    assert result.status is Status.WARN
+    assert result.summary.startswith("FEAT does not list AUTH TLS, but AUTH TLS works (234, "
+                                     "TLSv1.3)")
+    assert "ssl_tlsv1=YES" in result.advice
+    assert result.replies[-1] == "234 Proceed with negotiation."
+    assert result.evidence["auth_tls_anyway"]["tls_version"] == "TLSv1.3"
+    # No FEAT at all (an old server), AUTH TLS working: the same warning.
+    no_feat = v.judge_feat_auth_tls(r("500 'FEAT': command not understood"), Features(),
+                                    r("234 AUTH TLS successful"), None, TLS13)
+    assert no_feat.status is Status.WARN and "not 211" in no_feat.summary
+
+
+def test_feat_without_auth_tls_and_auth_tls_broken_fails() -> None:
+    feat = r(VSFTPD_FEAT)
+    refused = v.judge_feat_auth_tls(feat, parse_feat(feat), r("502 Command not implemented."))
+    assert refused.status is Status.FAIL and "AUTH TLS: 502" in refused.observed
+    broken = v.judge_feat_auth_tls(feat, parse_feat(feat), r("234 Proceed with negotiation."),
+                                   "TLS handshake failed: no shared cipher", None)
+    assert broken.status is Status.FAIL and "no shared cipher" in broken.observed
+
+
 def test_auth_tls() -> None:
     tls = {"tls_version": "TLSv1.3", "cipher": "TLS_AES_256_GCM_SHA384"}
     ok = v.judge_auth_tls(r("234 AUTH TLS successful."), tls, None, implicit=False)
@@ -128,11 +161,18 @@ def test_certificate_trust() -> None:
 def test_certificate_lint() -> None:
     clean = v.judge_certificate_lint([], {"days_left": 300, "self_signed": False})
     assert clean.status is Status.PASS and clean.observed == "clean"
-    warn = v.judge_certificate_lint(
-        [Finding("expires-soon", "warning", "certificate expires in 12 days")],
+    # The days left are judged by the expiry watch (the target's thresholds): a note here.
+    soon = v.judge_certificate_lint(
+        [Finding("expires-soon", "warning", "certificate expires in 12 days", "Renew it.")],
         {"days_left": 12})
-    assert warn.status is Status.PASS and "expires in 12 days" in warn.summary
-    assert warn.evidence["warnings"] == ["certificate expires in 12 days"]
+    assert soon.status is Status.PASS and "expires in 12 days" in soon.summary
+    assert soon.evidence["warnings"] == ["certificate expires in 12 days"]
+    # Valid and working, off best practice: a warning (it was a pass with a note).
+    warn = v.judge_certificate_lint(
+        [Finding("leaf-is-ca", "warning", "the server certificate is a CA certificate "
+                 "(cA=TRUE)", "Re-issue it.")], {"days_left": 300})
+    assert warn.status is Status.WARN and "cA=TRUE" in warn.summary
+    assert warn.advice == "Re-issue it."
     self_signed = v.judge_certificate_lint(
         [Finding("self-signed", "info", "self-signed")], {"self_signed": True})
     assert self_signed.status is Status.PASS and "self-signed" in self_signed.summary
@@ -169,8 +209,12 @@ def test_legacy_tls() -> None:
 def test_pbsz_before_auth() -> None:
     strict = v.judge_pbsz_before_auth(r("503 PBSZ not allowed on insecure control connection."))
     assert strict.status is Status.PASS and "503" in strict.summary
+    # vsftpd before login: 530 is one of the replies RFC 2228 lists for PBSZ, no note.
     other = v.judge_pbsz_before_auth(r("530 Please login with USER and PASS."))
-    assert other.status is Status.PASS and other.evidence["note"]
+    assert other.status is Status.PASS and "note" not in other.evidence
+    assert other.summary == "PBSZ before AUTH refused with 530"
+    odd = v.judge_pbsz_before_auth(r("550 Not allowed."))
+    assert odd.status is Status.PASS and odd.evidence["note"] and "note:" in odd.summary
     sloppy = v.judge_pbsz_before_auth(r("200 PBSZ=0"))
     assert sloppy.status is Status.FAIL and "plaintext" in sloppy.summary
 
@@ -250,7 +294,9 @@ def test_plaintext_login_under_allow() -> None:
 
 @pytest.mark.parametrize("text", ["534 Request denied for policy reasons.",
                                   "536 Requested PROT level not supported by mechanism.",
-                                  "504 Command not implemented for that parameter."])
+                                  "504 Command not implemented for that parameter.",
+                                  # RFC 2228 lists 530 for PROT too: no note any more.
+                                  "530 Please login with USER and PASS."])
 def test_prot_c_refused_by_prot(text: str) -> None:
     result = v.judge_prot_c(r(text), None, "require")
     assert result.status is Status.PASS and "note" not in result.summary
@@ -357,8 +403,15 @@ def test_epsv() -> None:
     assert v.judge_epsv(reply, endpoint, (50000, 50010), done()).status is Status.PASS
     out = v.judge_epsv(reply, endpoint, (40000, 40001), done())
     assert out.status is Status.FAIL and "outside" in out.summary
+    # EPSV refused over IPv4: clients fall back to PASV: a warning (it was a fail);
+    # over IPv6 there is no PASV to fall back to: a fail.
     missing = v.judge_epsv(r("500 'EPSV': command not understood"), None, None, None)
-    assert missing.status is Status.FAIL and "FTP helper" in missing.advice
+    assert missing.status is Status.WARN and "FTP helper" in missing.advice
+    assert "fall back to PASV" in missing.summary
+    v6 = v.judge_epsv(r("502 Command not implemented."), None, None, None, ipv6=True)
+    assert v6.status is Status.FAIL and "not 229" in v6.summary
+    odd = v.judge_epsv(r("227 Entering Passive Mode (127,0,0,1,195,80)"), None, None, None)
+    assert odd.status is Status.FAIL
     failed = v.judge_epsv(reply, endpoint, None, refused_at("command", "425 Can't open"))
     assert failed.status is Status.FAIL
 
@@ -381,8 +434,13 @@ def test_session_reuse() -> None:
     assert must.status is Status.FAIL and "require_ssl_reuse=YES" in must.advice
     unknown = v.judge_session_reuse(reused, None, None)
     assert unknown.evidence["server_requires_session_reuse"] == "unknown"
+    # Pure-FTPd 1.0.50: no data connection resumes, every one works: a warning when
+    # the target does not require reuse (it was a fail), a fail when it does.
     not_reused = v.judge_session_reuse([done(tls=facts(reused=False))], None, None)
-    assert not_reused.status is Status.FAIL and "did not resume" in not_reused.summary
+    assert not_reused.status is Status.WARN and "did not resume" in not_reused.summary
+    assert "full handshake" in not_reused.summary
+    required = v.judge_session_reuse([done(tls=facts(reused=False))], None, True)
+    assert required.status is Status.FAIL and "did not resume" in required.summary
     broken = v.judge_session_reuse([strict], None, None)
     assert broken.status is Status.FAIL and "failed" in broken.summary
 

@@ -292,3 +292,123 @@ def test_check_sees_interception(network: Any) -> None:
 def test_unknown_expected_verdict_fails_before_probing() -> None:
     with pytest.raises(ValueError, match="unknown verdict"):
         op.op25b_diagnose(_target(), {"expect_verdict": "blocked"})
+
+
+# -- the shipped scenario's step for remote targets --------------------------------------
+
+
+def test_a_list_of_expected_verdicts() -> None:
+    """expect_verdict takes one code or a list: an office that must block 25 while 587
+    works names every blocked form."""
+    probes = results(p25=S.CLOSED, p587=S.OPEN)
+    verdict = op.diagnose(probes, OK_FACTS)
+    facts = op.SubmissionFacts.of(OK_FACTS)
+    blocked = [op.PORT25_FILTERED, op.PORT25_REFUSED]
+    passed = op.judge_diagnosis(verdict, probes, facts, blocked)
+    assert passed.status is Status.PASS
+    assert passed.evidence["expected_verdicts"] == blocked
+    open_25 = results(p25=S.OPEN, p587=S.OPEN)
+    failed = op.judge_diagnosis(op.diagnose(open_25, OK_FACTS), open_25, facts, blocked)
+    assert failed.status is Status.FAIL
+    assert failed.expected == "verdict port25-filtered or port25-refused"
+    with pytest.raises(ValueError, match="unknown verdict"):
+        op.judge_diagnosis(verdict, probes, facts, [op.PORT25_OPEN, "port25-blocked"])
+
+
+def test_target_ports_and_expectations_come_from_the_inventory() -> None:
+    target = _target(op25b_ports={"smtp": 2525, "submissions": 0})
+    assert op.diagnosis_ports(target, {}) == {"smtp": 2525, "submission": 587}
+    assert op.diagnosis_ports(target, {"ports": {"smtp": 26}})["smtp"] == 26
+    with pytest.raises(ValueError, match="op25b_ports"):
+        op.diagnosis_ports(_target(op25b_ports={"pop3": 110}), {})
+
+
+def test_the_fix_speaks_the_greeting_servers_language(network: Any) -> None:
+    """587 without STARTTLS behind an Exim greeting: Exim's TLS settings, not Postfix's."""
+    target, ports = network("refused", submission={"starttls": False})
+    with Greeter(banner="220 mail.example.net ESMTP Exim 4.96 Thu, 30 Nov 2023") as exim:
+        ports["submission"] = exim.port
+        result = op.op25b_diagnose(target, {"ports": ports, "timeout": 1.0})
+    assert result.evidence["server_software"]["name"] == "Exim"
+    assert "tls_advertise_hosts" in result.advice and "smtpd_tls" not in result.advice
+
+
+def _scenario_run(tmp_path: Path, inventory: str) -> tuple[Any, dict[str, Any]]:
+    """scenarios/op25b-diagnose.yaml against an inventory, as an office CI job runs it."""
+    import json
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    path = tmp_path / "office.yaml"
+    path.write_text(inventory)
+    report = tmp_path / "report.json"
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rs",
+         "scenarios/op25b-diagnose.yaml", "--lab-inventory", str(path),
+         "--lab-json", str(report)],
+        cwd=root, capture_output=True, text=True, timeout=120,
+    )
+    document = json.loads(report.read_text()) if report.exists() else {"results": []}
+    return run, {r["check_id"]: r for r in document["results"]}
+
+
+def _inventory(target: Target, ports: dict[str, int], tls_files: dict[str, Path],
+               expect: str = "[port25-filtered, port25-refused, port25-unreachable]") -> str:
+    return (
+        "version: 1\n"
+        "targets:\n"
+        "  office-mail:\n"
+        "    protocol: submission\n"
+        "    host: 127.0.0.1\n"
+        f"    port: {target.port}\n"
+        f"    trust: {{ca_file: {tls_files['ca']}}}\n"
+        "    server_name: localhost\n"
+        "    timeout: 1\n"
+        f"    op25b_expect: {expect}\n"
+        f"    op25b_ports: {{smtp: {ports['smtp']}, submissions: {ports['submissions']}}}\n"
+    )
+
+
+@linux_only
+def test_office_ci_asserts_port_25_blocked_and_587_working(
+    network: Any, tls_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """The docs/mail.md recipe on loopback: 25 filtered (a full accept queue drops the
+    SYNs), 587 a real submission server, 465 refused. The shipped scenario's remote step
+    passes on port25-filtered; the steps about the lab's simulated networks skip."""
+    target, ports = network("filtered", submission={})
+    run, results = _scenario_run(tmp_path, _inventory(target, ports, tls_files))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    step = results["diagnose-this-network"]
+    assert step["status"] == "pass", step
+    assert step["summary"].startswith(op.PORT25_FILTERED)
+    assert step["evidence"]["submission"]["starttls"] is True
+    pinned = {check_id: r for check_id, r in results.items() if check_id != step["check_id"]}
+    assert len(pinned) == 6
+    assert {r["skip_kind"] for r in pinned.values()} == {"not-applicable"}
+
+
+def test_office_ci_fails_when_port_25_is_open(
+    network: Any, tls_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """The same job on a network where 25 reaches the MTA: 587 works, but the office
+    asserted a block, so the step fails naming both."""
+    target, ports = network("open", submission={})
+    run, results = _scenario_run(tmp_path, _inventory(target, ports, tls_files))
+    assert run.returncode == 1, run.stdout[-3000:]
+    step = results["diagnose-this-network"]
+    assert step["status"] == "fail" and step["summary"].startswith(op.PORT25_OPEN)
+    assert "verdict port25-filtered or port25-refused or port25-unreachable" in run.stdout
+
+
+def test_without_expectations_a_working_path_passes(
+    network: Any, tls_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """No op25b_expect: any working submission path passes (465 only here), none fails."""
+    target, ports = network("refused", submissions=True)
+    inventory = _inventory(target, ports, tls_files).replace(
+        "    op25b_expect: [port25-filtered, port25-refused, port25-unreachable]\n", "")
+    # The target is the 587 port, which refuses; 465 is the working path.
+    run, results = _scenario_run(tmp_path, inventory)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert results["diagnose-this-network"]["summary"].startswith(op.USE_465)

@@ -12,17 +12,21 @@ The directory is made under the system temporary directory, not pytest's ``tmp_p
 Postfix and Dovecot drop to unprivileged users (postfix, dovecot, nobody) that must
 traverse to their files, and pytest keeps its base directory 0700 for root.
 
-Four smtpd services share one master:
+Five smtpd services share one master:
 
 ``submission``
-    587-style: TLS required, AUTH only inside TLS, relaying only for authenticated
-    clients, MAIL refused before AUTH (``smtpd_delay_reject = no`` plus sender
-    restrictions), EHLO required.
+    587-style, as the harness's advice has it: TLS required, AUTH only inside TLS,
+    relaying only for authenticated clients, MAIL refused before AUTH with 530
+    (``smtpd_delay_reject = no``, sender restrictions, ``reject_code = 530``), EHLO
+    required, no ETRN (RFC 6409 sec. 7).
 ``submission-template``
     Debian's master.cf submission template as shipped: refuses unauthenticated clients
-    only at RCPT (``smtpd_delay_reject`` keeps its default) and does not require EHLO.
+    only at RCPT (``smtpd_delay_reject`` keeps its default), does not require EHLO and
+    offers ETRN (Postfix's default).
 ``mta``
     Port-25 role: STARTTLS optional, no AUTH, mail accepted only for the lab domain.
+``mta-helo-optional``
+    The same without ``smtpd_helo_required`` (Postfix's default): MAIL needs no EHLO.
 ``open-relay``
     The port-25 role misconfigured the classic way: it trusts 127.0.0.0/8 in
     ``mynetworks``, so from loopback it relays anywhere. It proves the relay check can
@@ -56,8 +60,8 @@ LAB_DOMAIN = "ftps-lab.test"
 MAIL_HOSTNAME = f"mail.{LAB_DOMAIN}"
 RECIPIENT = f"postmaster@{LAB_DOMAIN}"
 USER = "labuser"
-SERVICES = ("submission", "submission-template", "mta", "open-relay")
-MTA_SERVICES = ("mta", "open-relay")
+SERVICES = ("submission", "submission-template", "mta", "mta-helo-optional", "open-relay")
+MTA_SERVICES = ("mta", "mta-helo-optional", "open-relay")
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 15.0
 
@@ -420,6 +424,11 @@ maillog_file_prefixes = {root}
         *submission,
         "-o smtpd_delay_reject=no",
         "-o smtpd_sender_restrictions=permit_sasl_authenticated,reject",
+        # RFC 4954 sec. 6's code for "authentication required" (Postfix rejects with 554).
+        "-o reject_code=530",
+        # RFC 6409 sec. 7: no ETRN on submission.
+        "-o smtpd_discard_ehlo_keywords=etrn",
+        "-o smtpd_etrn_restrictions=reject",
     ]
     template = [
         "-o syslog_name=postfix/submission-template",
@@ -436,6 +445,8 @@ maillog_file_prefixes = {root}
         smtpd("submission", strict),
         smtpd("submission-template", template),
         smtpd("mta", ["-o syslog_name=postfix/mta"]),
+        smtpd("mta-helo-optional", ["-o syslog_name=postfix/mta-helo-optional",
+                                    "-o smtpd_helo_required=no"]),
         smtpd("open-relay", [
             "-o syslog_name=postfix/open-relay",
             "-o mynetworks=127.0.0.0/8",
