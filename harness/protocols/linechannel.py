@@ -102,6 +102,12 @@ class LineChannel:
             raise self.timeout_error("TLS handshake timed out") from exc
         except OSError as exc:  # ssl.SSLError included
             self.transcript.note(f"TLS handshake failed: {self.handshake_failure_text(exc)}")
+            if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+                # A server that closes right after its "go ahead" meets our ClientHello
+                # with a reset or an EOF, whichever the race gives: one meaning, one error.
+                raise ssl.SSLEOFError(
+                    ssl.SSL_ERROR_EOF, "connection reset by peer"
+                ) from exc
             raise
         facts = facts_of(wrapped)
         self.tls = facts

@@ -6,6 +6,7 @@ import base64
 import re
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +18,7 @@ import pytest
 from harness.lab.smtp import SMTPLabServer, SMTPServerConfig
 from harness.protocols.smtp import SMTPProtocolError
 from harness.protocols.smtp_client import SMTPClient, SMTPClosed, SMTPTimeout
-from harness.protocols.tls import PinMismatch, Trust, client_context
+from harness.protocols.tls import PinMismatch, Trust, client_context, explain_tls_failure
 from harness.transcript import REDACTED, Transcript
 
 PASSWORD = "drv-Pass-7331"
@@ -204,3 +205,23 @@ def test_poll_reply_and_plaintext_discarded_at_handshake(tls_files: dict[str, Pa
         assert reply is not None and reply.first == "inside TLS"
         assert re.search(r"discarding \d+ plaintext bytes before TLS", str(client.transcript))
         assert "injected" not in str(client.transcript)
+
+
+def test_a_reset_during_the_handshake_is_the_server_closing(tls_files: dict[str, Path]) -> None:
+    """220 to STARTTLS, then a reset once the ClientHello arrives: an EOF, never a bare OS
+    error, so the diagnosis reads the same whichever way the race between close and
+    ClientHello goes."""
+
+    def resets(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"220 hi\r\n")
+        conn.recv(100)  # STARTTLS
+        conn.sendall(b"220 go ahead\r\n")
+        conn.recv(4096)  # the ClientHello
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    with scripted(resets) as port, SMTPClient("127.0.0.1", port, timeout=3) as client:
+        client.connect()
+        with pytest.raises(ssl.SSLEOFError) as caught:
+            client.starttls(_ca_context(tls_files), "localhost")
+    assert isinstance(caught.value.__cause__, (ConnectionResetError, BrokenPipeError))
+    assert "closed the connection during the TLS handshake" in explain_tls_failure(caught.value)
