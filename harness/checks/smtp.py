@@ -512,12 +512,18 @@ def mail_before_auth_refused(probe: Probe) -> CheckResult:
     probe.secure()
     probe.step = "MAIL before AUTH"
     mail = probe.client.mail(target.mail_from)
-    rcpt = None
+    rcpt = postmaster = None
     if mail.positive:
         probe.step = "RCPT before AUTH"
-        rcpt = probe.client.rcpt(target.rcpt_to)  # never DATA: nothing is submitted
+        recipient = target.rcpt_to
+        if verdicts.is_postmaster(recipient):
+            # RFC 5321 sec. 4.5.1: mail to postmaster must be taken, and servers exempt it
+            # from their AUTH rules (Exim's Debian ACL does). Ask for another local part.
+            postmaster = probe.client.rcpt(recipient)
+            recipient = verdicts.NOT_POSTMASTER + recipient.rpartition("@")[2]
+        rcpt = probe.client.rcpt(recipient)  # never DATA: nothing is submitted
         probe.client.rset()
-    return verdicts.judge_mail_before_auth(mail, rcpt)
+    return verdicts.judge_mail_before_auth(mail, rcpt, postmaster=postmaster)
 
 
 _RESET_COMMANDS = ("MAIL", "AUTH")

@@ -284,8 +284,19 @@ def judge_auth_not_before_tls(
                    expected=expected, observed=observed, replies=replies)
 
 
+NOT_POSTMASTER = "ftps-lab-probe@"  # the local part asked for instead of postmaster
+
+
+def is_postmaster(address: str) -> bool:
+    """True for ``postmaster`` (any case, any domain, or bare): RFC 5321 sec. 4.5.1 makes
+    servers accept it whatever their other rules say."""
+    return address.strip("<>").rpartition("@")[0 if "@" in address else 2].lower() == (
+        "postmaster")
+
+
 def judge_mail_before_auth(
-    mail: Reply, rcpt: Reply | None = None, accept_refusal_at_rcpt: bool = False
+    mail: Reply, rcpt: Reply | None = None, accept_refusal_at_rcpt: bool = False,
+    *, postmaster: Reply | None = None,
 ) -> CheckResult:
     """Before AUTH nothing may enter through a submission port (RFC 6409 sec. 4.3).
 
@@ -299,7 +310,7 @@ def judge_mail_before_auth(
     """
     del accept_refusal_at_rcpt  # no longer changes anything; kept for old scenarios
     expected = "MAIL FROM before AUTH refused with 530 5.7.0 Authentication required"
-    replies = wire(mail, rcpt)
+    replies = wire(mail, postmaster, rcpt)
     advice = identify.generic("smtp-mail-before-auth")
     if not mail.positive and not mail.intermediate:
         if mail.code == 530:
@@ -321,11 +332,24 @@ def judge_mail_before_auth(
             expected=expected, observed=_brief(mail), replies=replies,
         )
     observed = f"MAIL {_brief(mail)}; RCPT {_brief(rcpt)}"
+    if postmaster is not None:
+        # Judged on the other local part; postmaster's own answer is only reported.
+        observed = (f"MAIL {_brief(mail)}; RCPT postmaster {_brief(postmaster)} (RFC 5321 "
+                    f"sec. 4.5.1 lets it in); RCPT {NOT_POSTMASTER}… {_brief(rcpt)}")
     if rcpt.positive or rcpt.intermediate:
         return _result(
             MAIL_BEFORE_AUTH, Status.FAIL,
             f"unauthenticated MAIL and RCPT accepted ({mail.code}, {rcpt.code}): the "
             "submission port takes mail without AUTH",
+            expected=expected, observed=observed, replies=replies, advice=advice,
+        )
+    if postmaster is not None and _unknown_recipient(rcpt):
+        return _result(
+            MAIL_BEFORE_AUTH, Status.WARN,
+            f"MAIL before AUTH accepted ({mail.code}); postmaster accepted, as RFC 5321 "
+            f"sec. 4.5.1 requires, and the other local part refused as unknown "
+            f"({_brief(rcpt)}): not proven that AUTH is required; set the target's "
+            "rcpt_to to an existing mailbox other than postmaster",
             expected=expected, observed=observed, replies=replies, advice=advice,
         )
     return _result(
@@ -335,6 +359,15 @@ def judge_mail_before_auth(
         "the refusal at MAIL (530)",
         expected=expected, observed=observed, replies=replies, advice=advice,
     )
+
+
+_UNKNOWN_RECIPIENT = ("unknown", "unrouteable", "no such", "does not exist", "not found")
+
+
+def _unknown_recipient(reply: Reply) -> bool:
+    """A refusal that names the recipient as unknown (5.1.1 or words), not a policy."""
+    text = " ".join(reply.lines).lower()
+    return "5.1.1" in text or any(words in text for words in _UNKNOWN_RECIPIENT)
 
 
 @dataclass(frozen=True)

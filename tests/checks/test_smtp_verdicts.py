@@ -396,3 +396,19 @@ def test_submit() -> None:
     assert lost.status is Status.FAIL and "not found" in lost.summary
     changed = v.judge_submit(ok, ok, data, sent + b"x", sent, checked_mailbox=True)
     assert changed.status is Status.FAIL and "differ" in changed.summary
+
+
+def test_mail_before_auth_judges_a_recipient_other_than_postmaster() -> None:
+    """Exim's Debian ACL lets postmaster in before AUTH (RFC 5321 sec. 4.5.1) and refuses
+    everyone else: a warning, not an accepted RCPT."""
+    from harness.checks.smtp_verdicts import is_postmaster, judge_mail_before_auth
+    reply = r
+    result = judge_mail_before_auth(reply("250 OK"), reply("550 Authentication required"),
+                                    postmaster=reply("250 Accepted"))
+    assert result.status is Status.WARN, result.describe()
+    assert result.replies == ["250 OK", "250 Accepted", "550 Authentication required"]
+    assert "postmaster" in result.observed
+    accepted = judge_mail_before_auth(reply("250 OK"), reply("250 Accepted"),
+                                      postmaster=reply("250 Accepted"))
+    assert accepted.status is Status.FAIL
+    assert is_postmaster("<PostMaster@example.net>") and not is_postmaster("pm@example.net")

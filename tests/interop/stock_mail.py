@@ -297,6 +297,20 @@ dc_localdelivery='mail_spool'
 """
 
 
+def exim_submission_acl(port: int) -> str:
+    """The submission rule the Exim specification gives (chapter "Message submission"):
+    on the submission port nothing is accepted from an unauthenticated client. Debian's
+    template has one RCPT ACL for every port and a hook for exactly this,
+    ``CHECK_RCPT_LOCAL_ACL_FILE``, included after its ``accept authenticated = *``."""
+    return (
+        "# ftps-lab: the submission port takes mail only after AUTH (RFC 6409 4.3)\n"
+        "deny\n"
+        "  message = Authentication required\n"
+        f"  condition = ${{if eq{{$received_port}}{{{port}}}}}\n"
+        "  !authenticated = *\n"
+    )
+
+
 def exim_localmacros(root: Path, confdir: Path, weak: bool) -> str:
     """exim4.conf.localmacros: the Debian way to set macros (README.Debian 2.1.3)."""
     lines = [
@@ -310,6 +324,8 @@ def exim_localmacros(root: Path, confdir: Path, weak: bool) -> str:
         "# the test client is on loopback, which update-exim4.conf adds to relay_from_hosts;",
         "# judge the server as a remote submission client sees it",
         "MAIN_RELAY_NETS =",
+        "# the deployment guide's submission rule (exim_submission_acl)",
+        f"CHECK_RCPT_LOCAL_ACL_FILE = {confdir / 'submission.acl'}",
         f"log_file_path = {root / 'log'}/%slog",
     ]
     if weak:
@@ -337,6 +353,7 @@ def _exim(stock: StockServer, pki: LabPKI, weak: bool) -> None:
                                                 ("plain_server", "login_server")))
     (confdir / "update-exim4.conf.conf").write_text(exim_update_conf_conf(port))
     (confdir / "exim4.conf.localmacros").write_text(exim_localmacros(root, confdir, weak))
+    (confdir / "submission.acl").write_text(exim_submission_acl(port))
     (confdir / "mailname").write_text(LAB_DOMAIN + "\n")
     files = pki.files("lab")
     private_copy(files.cert, confdir / "exim.crt", owner=(0, exim_id), mode=0o640)

@@ -159,7 +159,11 @@ def test_refusal_at_rcpt_is_a_warning(postfix: PostfixLab) -> None:
         assert result.replies == [
             "250 2.1.0 Ok",
             "554 5.7.1 <postmaster@ftps-lab.test>: Recipient address rejected: Access denied",
+            # postmaster is exempt by RFC 5321, so another local part decides
+            "554 5.7.1 <ftps-lab-probe@ftps-lab.test>: Recipient address rejected: Access "
+            "denied",
         ]
+        assert "postmaster" in result.observed and "unknown" not in result.summary
         assert result.evidence["server_software"]["name"] == "Postfix"
         assert "Postfix: in the master.cf submission service" in result.advice
         assert "reject_code=530" in result.advice and "Exim" not in result.advice
