@@ -35,6 +35,9 @@ def test_ctrl_c_during_a_run_stops_it_promptly_and_cleanly() -> None:
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A suite started in the background (`cmd &` in a script) inherits SIGINT ignored,
+        # and Python keeps an ignored SIGINT ignored: give the child the terminal's default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     assert process.stdout is not None
     seen: list[str] = []
