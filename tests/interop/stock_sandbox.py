@@ -46,6 +46,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from postfix_lab import free_ports  # noqa: F401 (re-exported to the stock launchers)
+
 UNSHARE = shutil.which("unshare") or "/usr/bin/unshare"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
 START_TIMEOUT = 20.0
@@ -479,17 +481,6 @@ def greeting(port: int, host: str = "127.0.0.1") -> str | None:
                 sock.sendall(b"QUIT\r\n")
             return line
     return None
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 right now (all held open together, so they differ)."""
-    with contextlib.ExitStack() as stack:
-        sockets = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 # --- configuration edits ---------------------------------------------------------------------
