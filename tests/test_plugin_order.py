@@ -107,8 +107,12 @@ def test_collection_puts_failed_logins_last_and_keeps_the_rest_in_order(
 
 
 def test_xdist_loadgroup_runs_each_target_with_its_failed_logins_last(
-    pytester: pytest.Pytester, run_args: list[str]
+    pytester: pytest.Pytester, run_args: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # When this suite itself runs under -n, the outer worker's variables must not reach
+    # the inner run's controller.
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
     pytester.makeconftest(CONFTEST)
     result = pytester.runpytest_subprocess(*run_args, "-n", "2")
     result.assert_outcomes(failed=3, skipped=11)  # one diagnosis per target, rest skip
